@@ -1,0 +1,41 @@
+//! The client-server API (`/_matrix/client/...`) and `/.well-known/matrix/*`.
+
+mod account;
+mod account_data;
+mod devices;
+mod meta;
+mod profile;
+mod register;
+mod session;
+
+pub use register::MAX_PASSWORD_LEN;
+
+use axum::Router;
+
+use super::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(meta::routes())
+        .merge(register::routes())
+        .merge(session::routes())
+        .merge(devices::routes())
+        .merge(account::routes())
+        .merge(profile::routes())
+        .merge(account_data::routes())
+}
+
+/// Only the owner may act on their own user-scoped resources.
+fn require_self(
+    requester: &crate::service::auth::Requester,
+    user_id: &str,
+    what: &str,
+) -> crate::error::Result<()> {
+    if requester.user_id == user_id {
+        Ok(())
+    } else {
+        Err(crate::error::Error::forbidden(format!(
+            "Cannot {what} for other users"
+        )))
+    }
+}

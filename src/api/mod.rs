@@ -1,0 +1,119 @@
+//! The HTTP layer: routes, extractors and the tower stack. Handlers extract and
+//! authenticate, call one service, and shape the response; no SQL, no rules.
+
+mod admin;
+mod client;
+pub mod extract;
+mod server_keys;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any as AnyOrigin, CorsLayer};
+
+use crate::error::Error;
+use crate::metrics::{self, Metrics};
+use crate::service::Services;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The client-facing router (client-server API, keys, well-known, admin).
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.services.config.limits.max_request_body_bytes;
+    Router::new()
+        .merge(client::routes())
+        .merge(server_keys::routes())
+        .merge(admin::routes())
+        .route("/health", get(health))
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone())
+        // Innermost first: a panic becomes a 500 that is still logged, counted and CORS-headed.
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::observe,
+        ))
+        .layer(cors())
+}
+
+/// The router of the metrics listener: health and Prometheus metrics.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        state.metrics.render(),
+                    )
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+/// The CORS headers the spec asks of every client API response.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AnyOrigin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+}
+
+async fn health() -> &'static str {
+    "OK"
+}
+
+async fn unknown_endpoint() -> Error {
+    Error::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request")
+}
+
+async fn method_not_allowed() -> Error {
+    Error::unrecognized(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed for this endpoint",
+    )
+}
+
+/// A panicking handler answers 500 M_UNKNOWN; the detail goes to the log only.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "request handler panicked");
+    Error::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "M_UNKNOWN",
+        "Internal server error",
+    )
+    .into_response()
+}

@@ -1,0 +1,116 @@
+//! Operator commands, run against the configured database (also while the server runs).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::service::accounts::Accounts;
+use crate::service::auth::Authenticator;
+use crate::storage;
+
+#[derive(Parser)]
+#[command(name = "kith", version, about = "Kith, a Matrix homeserver")]
+pub struct Cli {
+    /// Path of the TOML configuration file (default: none; defaults and KITH_* variables apply).
+    #[arg(long, short, env = "KITH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print a commented example configuration with every option, and exit.
+    #[arg(long)]
+    pub generate_config: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an account. The password is read from --password-file, or from standard input.
+    Create {
+        /// The localpart of the new user (the "alice" of @alice:server).
+        name: String,
+        /// Make the user a server admin.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Set a new password and log the user out everywhere.
+    ResetPassword {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Deactivate an account for good: it cannot log in again and its name is never reused.
+    Deactivate { name: String },
+}
+
+fn read_password(file: Option<&PathBuf>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            line
+        }
+    };
+    let password = text.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+pub async fn run_user_command(config: Config, command: UserCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let config = Arc::new(config);
+    let storage = storage::open(&config.database_url(), 2).await?;
+    let accounts = Accounts::new(
+        config.clone(),
+        storage.clone(),
+        Arc::new(Authenticator::new(storage.clone())),
+    );
+    let result = async {
+        match command {
+            UserCommand::Create {
+                name,
+                admin,
+                password_file,
+            } => {
+                let password = read_password(password_file.as_ref())?;
+                let user_id = accounts.create(&name, Some(password), admin, false).await?;
+                println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+            }
+            UserCommand::ResetPassword {
+                name,
+                password_file,
+            } => {
+                let password = read_password(password_file.as_ref())?;
+                let user_id = accounts.user_id(&name);
+                accounts.set_password(&user_id, password).await?;
+                accounts.logout_all(&user_id, None).await?;
+                println!("password of {user_id} reset; all its sessions were logged out");
+            }
+            UserCommand::Deactivate { name } => {
+                let user_id = accounts.user_id(&name);
+                accounts.deactivate(&user_id).await?;
+                println!("deactivated {user_id}");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    storage.close().await;
+    result
+}

@@ -1,0 +1,246 @@
+//! Configuration: defaults, then the TOML file, then `KITH_*` environment variables.
+//!
+//! Loading checks every key on its own so that a bad config is reported with
+//! all of its problems at once, not one per restart.
+
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use load::{ConfigError, load};
+
+/// The commented example configuration, printed by `kith --generate-config`.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server_name: String,
+    pub data_dir: PathBuf,
+    pub log: String,
+    pub default_room_version: String,
+    pub listen: Listen,
+    pub database: Database,
+    pub registration: Registration,
+    pub auth: Auth,
+    pub rate_limits: RateLimits,
+    pub limits: Limits,
+    pub well_known: WellKnown,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            data_dir: PathBuf::from("./data"),
+            log: "info".into(),
+            default_room_version: "12".into(),
+            listen: Listen::default(),
+            database: Database::default(),
+            registration: Registration::default(),
+            auth: Auth::default(),
+            rate_limits: RateLimits::default(),
+            limits: Limits::default(),
+            well_known: WellKnown::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Listen {
+    pub client: SocketAddr,
+    /// `None` when configured as "" (metrics listener off).
+    #[serde(deserialize_with = "load::optional_addr")]
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            client: "127.0.0.1:8008".parse().expect("valid address"),
+            metrics: Some("127.0.0.1:9008".parse().expect("valid address")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Database {
+    /// Empty means the SQLite file `<data_dir>/kith.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    Token,
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Registration {
+    pub mode: RegistrationMode,
+    pub token: Option<SecretString>,
+    pub shared_secret: Option<SecretString>,
+    pub allow_guests: bool,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::Token,
+            token: None,
+            shared_secret: None,
+            allow_guests: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Auth {
+    pub access_token_lifetime_ms: u64,
+    pub uia_session_timeout_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            access_token_lifetime_ms: 3_600_000,
+            uia_session_timeout_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub login_per_second: f64,
+    pub login_burst: u32,
+    pub register_per_second: f64,
+    pub register_burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login_per_second: 0.5,
+            login_burst: 5,
+            register_per_second: 0.2,
+            register_burst: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    pub max_request_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct WellKnown {
+    pub client: String,
+    pub server: String,
+}
+
+impl Config {
+    /// The database URL, with the SQLite default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("kith.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// Checks that go beyond the type of each value. Returns one message per problem.
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if ruma::ServerName::parse(&self.server_name).is_err() {
+            errors.push(format!(
+                "server_name: {:?} is not a valid server name",
+                self.server_name
+            ));
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            errors.push("database.url: must start with sqlite:// or postgres://".to_owned());
+        }
+        if !crate::service::room_versions::is_supported(&self.default_room_version) {
+            errors.push(format!(
+                "default_room_version: {:?} is not a supported room version",
+                self.default_room_version
+            ));
+        }
+        if self.rate_limits.login_per_second <= 0.0 || self.rate_limits.register_per_second <= 0.0 {
+            errors.push("rate_limits: the per-second rates must be greater than 0".to_owned());
+        }
+        if self.limits.max_request_body_bytes < 1024 {
+            errors.push("limits.max_request_body_bytes: must be at least 1024".to_owned());
+        }
+        if self.auth.access_token_lifetime_ms == 0 {
+            errors.push("auth.access_token_lifetime_ms: must be greater than 0".to_owned());
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_the_default() {
+        let parsed: Config = toml::from_str(EXAMPLE).expect("example parses");
+        let default = Config::default();
+        assert_eq!(parsed.server_name, default.server_name);
+        assert_eq!(parsed.listen.client, default.listen.client);
+        assert_eq!(parsed.listen.metrics, default.listen.metrics);
+        assert_eq!(parsed.registration.mode, default.registration.mode);
+        assert_eq!(
+            parsed.rate_limits.login_burst,
+            default.rate_limits.login_burst
+        );
+        assert_eq!(
+            parsed.auth.access_token_lifetime_ms,
+            default.auth.access_token_lifetime_ms
+        );
+        assert_eq!(
+            parsed.limits.max_request_body_bytes,
+            default.limits.max_request_body_bytes
+        );
+        assert!(parsed.validate().is_empty());
+    }
+}

@@ -1,0 +1,62 @@
+//! The domain: what the server does, independent of HTTP and of SQL.
+
+pub mod account_data;
+pub mod accounts;
+pub mod auth;
+pub mod password;
+pub mod rate_limit;
+pub mod registration;
+pub mod room_versions;
+pub mod secrets;
+pub mod signing_key;
+pub mod uia;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::storage::Storage;
+
+/// Every service, built once at start and shared by the handlers.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub storage: Arc<dyn Storage>,
+    pub auth: Arc<Authenticator>,
+    pub accounts: accounts::Accounts,
+    pub registration: registration::Registration,
+    pub account_data: account_data::AccountData,
+    pub uia: uia::Uia,
+    pub rate_limiter: rate_limit::RateLimiter,
+    pub signing_key: signing_key::SigningKey,
+}
+
+use auth::Authenticator;
+
+impl Services {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Arc<dyn Storage>,
+        signing_key: signing_key::SigningKey,
+    ) -> Self {
+        let auth = Arc::new(Authenticator::new(storage.clone()));
+        Self {
+            accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone()),
+            registration: registration::Registration::new(config.clone(), storage.clone()),
+            account_data: account_data::AccountData::new(storage.clone()),
+            uia: uia::Uia::new(Duration::from_secs(config.auth.uia_session_timeout_secs)),
+            rate_limiter: rate_limit::RateLimiter::new(config.rate_limits.clone()),
+            signing_key,
+            auth,
+            storage,
+            config,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp in Matrix.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
