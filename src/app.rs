@@ -16,10 +16,7 @@ use crate::storage;
 
 /// Runs the server until `shutdown` completes, then finishes in-flight requests
 /// and closes the database.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
@@ -33,10 +30,7 @@ pub async fn run(
         announce_bootstrap_token(&token);
     }
 
-    let state = AppState {
-        services: services.clone(),
-        metrics: Arc::new(Metrics::new(storage.clone())),
-    };
+    let state = AppState { services: services.clone(), metrics: Arc::new(Metrics::new(storage.clone())) };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
 
@@ -44,11 +38,7 @@ pub async fn run(
     servers.spawn(serve(client, api::router(state.clone()), stop_rx.clone()));
     if let Some(addr) = config.listen.metrics {
         let listener = bind(addr, "metrics").await?;
-        servers.spawn(serve(
-            listener,
-            api::metrics_router(state.clone()),
-            stop_rx.clone(),
-        ));
+        servers.spawn(serve(listener, api::metrics_router(state.clone()), stop_rx.clone()));
     }
     tracing::info!(server_name = %config.server_name, ms = started.elapsed().as_millis() as u64, "Kith is ready");
 
@@ -68,27 +58,18 @@ pub async fn run(
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({name})"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))?;
     // Test harnesses read the bound port (for port 0) from this line.
     tracing::info!("listening on http://{} ({name})", listener.local_addr()?);
     Ok(listener)
 }
 
-async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    })
-    .await?;
+async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await?;
     Ok(())
 }
 

@@ -55,13 +55,10 @@ pub enum UserCommand {
 
 fn read_password(file: Option<&PathBuf>) -> anyhow::Result<String> {
     let text = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => {
             let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .context("cannot read the password from standard input")?;
+            std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
             line
         }
     };
@@ -76,30 +73,19 @@ pub async fn run_user_command(config: Config, command: UserCommand) -> anyhow::R
     std::fs::create_dir_all(&config.data_dir)?;
     let config = Arc::new(config);
     let storage = storage::open(&config.database_url(), 2).await?;
-    let accounts = Accounts::new(
-        config.clone(),
-        storage.clone(),
-        Arc::new(Authenticator::new(storage.clone())),
-    );
+    let accounts = Accounts::new(config.clone(), storage.clone(), Arc::new(Authenticator::new(storage.clone())));
     let result = async {
         match command {
-            UserCommand::Create {
-                name,
-                admin,
-                password_file,
-            } => {
+            UserCommand::Create { name, admin, password_file } => {
                 let password = read_password(password_file.as_ref())?;
                 let user_id = accounts.create(&name, Some(password), admin, false).await?;
                 println!("created {user_id}{}", if admin { " (admin)" } else { "" });
             }
-            UserCommand::ResetPassword {
-                name,
-                password_file,
-            } => {
+            UserCommand::ResetPassword { name, password_file } => {
                 let password = read_password(password_file.as_ref())?;
                 let user_id = accounts.user_id(&name);
                 accounts.set_password(&user_id, password).await?;
-                accounts.logout_all(&user_id, None).await?;
+                accounts.revoke_sessions_except(&user_id, None).await?;
                 println!("password of {user_id} reset; all its sessions were logged out");
             }
             UserCommand::Deactivate { name } => {

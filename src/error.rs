@@ -23,13 +23,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            errcode,
-            message: message.into(),
-            extra: Map::new(),
-            uia_body: None,
-        }
+        Self { status, errcode, message: message.into(), extra: Map::new(), uia_body: None }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -59,49 +53,29 @@ impl Error {
         Self::new(status, "M_UNRECOGNIZED", message)
     }
     pub fn unknown_token(soft_logout: bool) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "M_UNKNOWN_TOKEN",
-            "Unknown or expired access token",
-        )
-        .with("soft_logout", soft_logout)
+        Self::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Unknown or expired access token")
+            .with("soft_logout", soft_logout)
     }
     pub fn missing_token() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "M_MISSING_TOKEN",
-            "Missing access token",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token")
     }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", message)
     }
     pub fn limit_exceeded(retry_after_ms: u64) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "M_LIMIT_EXCEEDED",
-            "Too many requests",
-        )
-        .with("retry_after_ms", retry_after_ms)
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "Too many requests")
+            .with("retry_after_ms", retry_after_ms)
     }
 
     /// An unexpected failure: logged in full, shown to the client as M_UNKNOWN.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "M_UNKNOWN",
-            "Internal server error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Internal server error")
     }
 
     /// A 401 of user-interactive authentication: flows, params, session, completed.
     pub fn uia(body: Value) -> Self {
-        let mut error = Self::new(
-            StatusCode::UNAUTHORIZED,
-            "M_UNAUTHORIZED",
-            "Authentication needed",
-        );
+        let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "Authentication needed");
         error.uia_body = Some(body);
         error
     }
@@ -119,13 +93,7 @@ impl Error {
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.errcode,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.errcode, self.message)
     }
 }
 

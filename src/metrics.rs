@@ -45,41 +45,15 @@ impl Metrics {
         let mut registry = Registry::with_prefix("kith");
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: HistogramFamily = Family::new_with_constructor(|| {
-            Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-                30.0,
-            ])
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0])
         });
         let pool_size = Gauge::default();
         let pool_idle = Gauge::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by method, endpoint and status",
-            requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by endpoint",
-            durations.clone(),
-        );
-        registry.register(
-            "db_pool_connections",
-            "Open database connections",
-            pool_size.clone(),
-        );
-        registry.register(
-            "db_pool_idle_connections",
-            "Idle database connections",
-            pool_idle.clone(),
-        );
-        Self {
-            registry,
-            requests,
-            durations,
-            pool_size,
-            pool_idle,
-            storage,
-        }
+        registry.register("http_requests", "HTTP requests by method, endpoint and status", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by endpoint", durations.clone());
+        registry.register("db_pool_connections", "Open database connections", pool_size.clone());
+        registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
+        Self { registry, requests, durations, pool_size, pool_idle, storage }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -97,11 +71,7 @@ impl Metrics {
 
 /// Middleware: logs one line per request (method, path without query, status,
 /// duration) and records the request in the metrics.
-pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
     // The query string is never logged: it can carry an access token.
@@ -117,15 +87,8 @@ pub async fn observe(
     tracing::info!(target: "kith::http", %method, %path, status, ms = %format_args!("{:.2}", elapsed.as_secs_f64() * 1000.0), "request");
     metrics
         .requests
-        .get_or_create(&RequestLabels {
-            method: method.to_string(),
-            endpoint: endpoint.clone(),
-            status,
-        })
+        .get_or_create(&RequestLabels { method: method.to_string(), endpoint: endpoint.clone(), status })
         .inc();
-    metrics
-        .durations
-        .get_or_create(&EndpointLabels { endpoint })
-        .observe(elapsed.as_secs_f64());
+    metrics.durations.get_or_create(&EndpointLabels { endpoint }).observe(elapsed.as_secs_f64());
     response
 }

@@ -23,19 +23,11 @@ pub fn kith_bin() -> &'static Path {
 
 fn build() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("complement-tests lives inside the workspace");
+    let workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("complement-tests lives inside the workspace");
     let output = Command::new(&cargo)
         .current_dir(workspace)
-        .args([
-            "build",
-            "-p",
-            "kith",
-            "--bin",
-            "kith",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["build", "-p", "kith", "--bin", "kith", "--message-format=json-render-diagnostics"])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -54,14 +46,10 @@ fn build() -> PathBuf {
         if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != "kith" {
             continue;
         }
-        let is_bin = msg["target"]["kind"]
-            .as_array()
-            .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
+        let is_bin = msg["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
         if let (true, Some(exe)) = (is_bin, msg["executable"].as_str()) {
             executable = Some(PathBuf::from(exe));
         }
     }
-    executable.unwrap_or_else(|| {
-        panic!("cargo build succeeded but reported no executable for the kith bin:\n{stdout}")
-    })
+    executable.unwrap_or_else(|| panic!("cargo build succeeded but reported no executable for the kith bin:\n{stdout}"))
 }

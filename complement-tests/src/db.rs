@@ -16,13 +16,9 @@ pub struct TempPgDatabase {
 
 /// Splits `postgres://user@host:port/db?x=y` into `postgres://user@host:port` and `?x=y`.
 fn split_server_url(url: &str) -> (String, String) {
-    let (scheme, rest) = url
-        .split_once("://")
-        .unwrap_or_else(|| panic!("TEST_DATABASE_URL={url:?} is not a postgres:// URL"));
-    let query = rest
-        .find('?')
-        .map(|i| rest[i..].to_owned())
-        .unwrap_or_default();
+    let (scheme, rest) =
+        url.split_once("://").unwrap_or_else(|| panic!("TEST_DATABASE_URL={url:?} is not a postgres:// URL"));
+    let query = rest.find('?').map(|i| rest[i..].to_owned()).unwrap_or_default();
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     (format!("{scheme}://{}", &rest[..end]), query)
 }
@@ -30,9 +26,7 @@ fn split_server_url(url: &str) -> (String, String) {
 impl TempPgDatabase {
     /// The database URL from `TEST_DATABASE_URL`, if set.
     pub fn configured() -> Option<String> {
-        std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|s| !s.trim().is_empty())
+        std::env::var("TEST_DATABASE_URL").ok().filter(|s| !s.trim().is_empty())
     }
 
     /// Creates a database with a unique name on the server of `server_url`.
@@ -40,34 +34,20 @@ impl TempPgDatabase {
     pub async fn create(server_url: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         let (server, _) = split_server_url(server_url);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            "kith_test_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            nanos
-        );
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let name = format!("kith_test_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos);
         let mut conn = admin_connection(server_url).await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
         let _ = conn.close().await;
-        Self {
-            server,
-            name,
-            dropped: false,
-        }
+        Self { server, name, dropped: false }
     }
 
     /// The URL of the created database, with the query string of `TEST_DATABASE_URL`.
     pub fn url(&self) -> String {
-        let query = Self::configured()
-            .map(|u| split_server_url(&u).1)
-            .unwrap_or_default();
+        let query = Self::configured().map(|u| split_server_url(&u).1).unwrap_or_default();
         format!("{}/{}{}", self.server, self.name, query)
     }
 
@@ -85,18 +65,13 @@ impl TempPgDatabase {
         let name = self.name.clone();
         // Runs on its own thread and runtime: Drop may be called inside a runtime.
         let result = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
             rt.block_on(async move {
                 let mut conn = admin_connection(&server).await;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await
-                .map(|_| ())
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
             })
         })
         .join();
@@ -119,17 +94,13 @@ pub async fn admin_connection(server_url: &str) -> PgConnection {
     let (server, query) = split_server_url(server_url);
     let url = format!("{server}/postgres{query}");
     PgConnection::connect(&url).await.unwrap_or_else(|e| {
-        panic!(
-            "TEST_DATABASE_URL is set but its PostgreSQL server ({server}) cannot be reached: {e}"
-        )
+        panic!("TEST_DATABASE_URL is set but its PostgreSQL server ({server}) cannot be reached: {e}")
     })
 }
 
 /// A connection to the named database on the server of `TEST_DATABASE_URL`.
 pub async fn connect(db_url: &str) -> PgConnection {
-    PgConnection::connect(db_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {db_url}: {e}"))
+    PgConnection::connect(db_url).await.unwrap_or_else(|e| panic!("cannot connect to {db_url}: {e}"))
 }
 
 #[cfg(test)]
@@ -140,21 +111,12 @@ mod tests {
     fn splits_urls() {
         assert_eq!(
             split_server_url("postgres://postgres@127.0.0.1:5432"),
-            (
-                "postgres://postgres@127.0.0.1:5432".to_owned(),
-                String::new()
-            )
+            ("postgres://postgres@127.0.0.1:5432".to_owned(), String::new())
         );
         assert_eq!(
             split_server_url("postgres://u:p@h:1/db?sslmode=disable"),
-            (
-                "postgres://u:p@h:1".to_owned(),
-                "?sslmode=disable".to_owned()
-            )
+            ("postgres://u:p@h:1".to_owned(), "?sslmode=disable".to_owned())
         );
-        assert_eq!(
-            split_server_url("postgresql://h/"),
-            ("postgresql://h".to_owned(), String::new())
-        );
+        assert_eq!(split_server_url("postgresql://h/"), ("postgresql://h".to_owned(), String::new()));
     }
 }

@@ -15,9 +15,7 @@ pub mod load;
 pub mod server;
 
 pub use binary::kith_bin;
-pub use client::{
-    Client, Resp, assert_err, assert_ok, errcode, register_with_shared_secret, shared_secret_mac,
-};
+pub use client::{Client, Resp, assert_err, assert_ok, errcode, register_with_shared_secret, shared_secret_mac};
 pub use server::{CliOutput, StartFailure, TestServer, TestServerBuilder};
 
 /// The server name every test server runs with.
@@ -53,8 +51,5 @@ pub fn enc(segment: &str) -> String {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -54,20 +54,15 @@ impl Output {
 
     fn text(&self) -> String {
         let inner = self.inner.lock().expect("output lock");
-        inner
-            .lines
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
+        inner.lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
     }
 
     fn find(&self, re: &Regex) -> Option<Vec<Option<String>>> {
         let inner = self.inner.lock().expect("output lock");
-        inner.lines.iter().find_map(|line| {
-            re.captures(line)
-                .map(|c| c.iter().map(|m| m.map(|m| m.as_str().to_owned())).collect())
-        })
+        inner
+            .lines
+            .iter()
+            .find_map(|line| re.captures(line).map(|c| c.iter().map(|m| m.map(|m| m.as_str().to_owned())).collect()))
     }
 
     fn streams_closed(&self) -> bool {
@@ -87,9 +82,7 @@ impl Output {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let raw = String::from_utf8_lossy(&buf);
-                        let line = ansi_re()
-                            .replace_all(raw.trim_end_matches(['\n', '\r']), "")
-                            .into_owned();
+                        let line = ansi_re().replace_all(raw.trim_end_matches(['\n', '\r']), "").into_owned();
                         if echo {
                             eprintln!("[kith {name}] {line}");
                         }
@@ -179,30 +172,20 @@ impl TestServerBuilder {
     pub async fn start(self) -> TestServer {
         match self.try_start().await {
             Ok(server) => server,
-            Err(failure) => panic!(
-                "kith did not start (exit status: {:?}); output:\n{}",
-                failure.status, failure.output
-            ),
+            Err(failure) => {
+                panic!("kith did not start (exit status: {:?}); output:\n{}", failure.status, failure.output)
+            }
         }
     }
 
     /// Starts the server; an `Err` when it exits or does not listen in time.
     pub async fn try_start(self) -> Result<TestServer, StartFailure> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("kith-test-")
-            .tempdir()
-            .expect("create temp data dir");
+        let data_dir = tempfile::Builder::new().prefix("kith-test-").tempdir().expect("create temp data dir");
         let db = match TempPgDatabase::configured() {
             Some(url) => Some(TempPgDatabase::create(&url).await),
             None => None,
         };
-        let mut server = TestServer {
-            builder: self,
-            data_dir,
-            db,
-            process: None,
-            last_output: String::new(),
-        };
+        let mut server = TestServer { builder: self, data_dir, db, process: None, last_output: String::new() };
         if let Some(toml) = &server.builder.config_file {
             std::fs::write(server.config_path(), toml).expect("write kith.toml");
         }
@@ -216,6 +199,8 @@ struct Process {
     output: Output,
     base_url: String,
     metrics_url: Option<String>,
+    /// The connection pool of this process's clients.
+    http: reqwest::Client,
 }
 
 /// A running `kith` server on its own data directory (and database).
@@ -235,10 +220,7 @@ impl TestServer {
     }
 
     pub fn builder() -> TestServerBuilder {
-        TestServerBuilder {
-            echo_output: std::env::var("KITH_TEST_ECHO").is_ok_and(|v| v == "1"),
-            ..Default::default()
-        }
+        TestServerBuilder { echo_output: std::env::var("KITH_TEST_ECHO").is_ok_and(|v| v == "1"), ..Default::default() }
     }
 
     /// The environment the server and its CLI run with (defaults, then the
@@ -257,10 +239,7 @@ impl TestServer {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        env.push((
-            "KITH_DATA_DIR".to_owned(),
-            self.data_dir().display().to_string(),
-        ));
+        env.push(("KITH_DATA_DIR".to_owned(), self.data_dir().display().to_string()));
         if let Some(db) = &self.db {
             env.push(("KITH_DATABASE__URL".to_owned(), db.url()));
         }
@@ -301,21 +280,14 @@ impl TestServer {
     async fn spawn(&mut self) -> Result<(), StartFailure> {
         assert!(self.process.is_none(), "server already running");
         let mut cmd = self.command();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", kith_bin().display()));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", kith_bin().display()));
         let output = Output::default();
         let echo = self.builder.echo_output;
         output.capture(child.stdout.take().expect("piped stdout"), "out", echo);
         output.capture(child.stderr.take().expect("piped stderr"), "err", echo);
 
-        let metrics_enabled = self
-            .env()
-            .iter()
-            .any(|(k, v)| k == "KITH_LISTEN__METRICS" && !v.is_empty());
+        let metrics_enabled = self.env().iter().any(|(k, v)| k == "KITH_LISTEN__METRICS" && !v.is_empty());
         let deadline = Instant::now() + START_TIMEOUT;
         let mut client_url: Option<String> = None;
         let mut metrics_url: Option<String> = None;
@@ -348,10 +320,7 @@ impl TestServer {
                 while !output.streams_closed() && t.elapsed() < Duration::from_secs(2) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                return Err(StartFailure {
-                    status: Some(status),
-                    output: output.text(),
-                });
+                return Err(StartFailure { status: Some(status), output: output.text() });
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -371,6 +340,7 @@ impl TestServer {
             output,
             base_url: client_url.expect("client url"),
             metrics_url,
+            http: crate::client::new_http(),
         });
         Ok(())
     }
@@ -386,10 +356,7 @@ impl TestServer {
 
     /// `http://127.0.0.1:PORT` of the metrics listener.
     pub fn metrics_url(&self) -> &str {
-        self.process()
-            .metrics_url
-            .as_deref()
-            .expect("the server logged no `listening on ... (metrics)` line")
+        self.process().metrics_url.as_deref().expect("the server logged no `listening on ... (metrics)` line")
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -431,7 +398,7 @@ impl TestServer {
 
     /// An unauthenticated client for this server.
     pub fn client(&self) -> Client {
-        Client::new(self.base_url())
+        Client::with_http(self.base_url(), self.process().http.clone())
     }
 
     /// Registers `localpart` with the dummy flow and returns its logged-in client.
@@ -487,10 +454,7 @@ impl TestServer {
     /// Starts a stopped server again; panics when it does not come up.
     pub async fn start_again(&mut self) {
         if let Err(failure) = self.spawn().await {
-            panic!(
-                "kith did not start again (exit status: {:?}); output:\n{}",
-                failure.status, failure.output
-            );
+            panic!("kith did not start again (exit status: {:?}); output:\n{}", failure.status, failure.output);
         }
     }
 

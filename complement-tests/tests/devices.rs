@@ -45,18 +45,9 @@ async fn get_and_rename_a_device() {
 async fn unknown_device_is_not_found() {
     let server = TestServer::start().await;
     let alice = server.register("alice", "password-a").await;
+    assert_err(&alice.get("/_matrix/client/v3/devices/NOSUCHDEVICE").await, 404, "M_NOT_FOUND");
     assert_err(
-        &alice.get("/_matrix/client/v3/devices/NOSUCHDEVICE").await,
-        404,
-        "M_NOT_FOUND",
-    );
-    assert_err(
-        &alice
-            .put(
-                "/_matrix/client/v3/devices/NOSUCHDEVICE",
-                json!({ "display_name": "x" }),
-            )
-            .await,
+        &alice.put("/_matrix/client/v3/devices/NOSUCHDEVICE", json!({ "display_name": "x" })).await,
         404,
         "M_NOT_FOUND",
     );
@@ -82,16 +73,12 @@ async fn delete_device_needs_password_uia_and_revokes_its_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{uia}");
     assert!(uia["session"].is_string(), "{uia}");
     assert!(
-        uia["flows"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|f| f["stages"] == json!(["m.login.password"]))),
+        uia["flows"].as_array().is_some_and(|f| f.iter().any(|f| f["stages"] == json!(["m.login.password"]))),
         "{uia}"
     );
     assert_ok(other.whoami().await);
 
-    let resp = alice
-        .with_password_uia(Method::DELETE, &path, json!({}), "password-a")
-        .await;
+    let resp = alice.with_password_uia(Method::DELETE, &path, json!({}), "password-a").await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
     assert_err(&other.whoami().await, 401, "M_UNKNOWN_TOKEN");
     assert_err(&alice.get(&path).await, 404, "M_NOT_FOUND");
@@ -105,15 +92,10 @@ async fn wrong_password_in_uia_is_forbidden() {
     let other = server.client().login("alice", "password-a").await;
     let path = format!("/_matrix/client/v3/devices/{}", other.device_id);
 
-    let (status, body) = alice
-        .with_password_uia(Method::DELETE, &path, json!({}), "wrong")
-        .await;
+    let (status, body) = alice.with_password_uia(Method::DELETE, &path, json!({}), "wrong").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["errcode"], json!("M_FORBIDDEN"), "{body}");
-    assert!(
-        body["flows"].is_array(),
-        "UIA body must repeat the flows: {body}"
-    );
+    assert!(body["flows"].is_array(), "UIA body must repeat the flows: {body}");
     assert!(body["session"].is_string(), "{body}");
     assert_ok(other.whoami().await);
 }
@@ -126,18 +108,9 @@ async fn delete_devices_in_bulk() {
     let third = server.client().login("alice", "password-a").await;
     let body = json!({ "devices": [second.device_id, third.device_id] });
 
-    let (status, uia) = alice
-        .post("/_matrix/client/v3/delete_devices", body.clone())
-        .await;
+    let (status, uia) = alice.post("/_matrix/client/v3/delete_devices", body.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{uia}");
-    let resp = alice
-        .with_password_uia(
-            Method::POST,
-            "/_matrix/client/v3/delete_devices",
-            body,
-            "password-a",
-        )
-        .await;
+    let resp = alice.with_password_uia(Method::POST, "/_matrix/client/v3/delete_devices", body, "password-a").await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
 
     assert_err(&second.whoami().await, 401, "M_UNKNOWN_TOKEN");

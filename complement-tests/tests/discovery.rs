@@ -10,18 +10,10 @@ async fn versions_lists_spec_versions() {
     let versions = body["versions"].as_array().expect("versions is an array");
     assert!(!versions.is_empty(), "versions is empty: {body}");
     for v in versions {
-        let v = v
-            .as_str()
-            .unwrap_or_else(|| panic!("version {v} is not a string"));
-        assert!(
-            v.starts_with('v') || v.starts_with('r'),
-            "odd version string {v:?}"
-        );
+        let v = v.as_str().unwrap_or_else(|| panic!("version {v} is not a string"));
+        assert!(v.starts_with('v') || v.starts_with('r'), "odd version string {v:?}");
     }
-    assert!(
-        body["unstable_features"].is_object(),
-        "unstable_features: {body}"
-    );
+    assert!(body["unstable_features"].is_object(), "unstable_features: {body}");
 }
 
 #[tokio::test]
@@ -41,16 +33,9 @@ async fn well_known_client_is_404_unless_configured() {
 
 #[tokio::test]
 async fn well_known_client_when_configured() {
-    let server = TestServer::builder()
-        .env("KITH_WELL_KNOWN__CLIENT", "https://example.org")
-        .start()
-        .await;
+    let server = TestServer::builder().env("KITH_WELL_KNOWN__CLIENT", "https://example.org").start().await;
     let body = assert_ok(server.client().get("/.well-known/matrix/client").await);
-    assert_eq!(
-        body["m.homeserver"]["base_url"],
-        json!("https://example.org"),
-        "{body}"
-    );
+    assert_eq!(body["m.homeserver"]["base_url"], json!("https://example.org"), "{body}");
 }
 
 #[tokio::test]
@@ -62,10 +47,7 @@ async fn well_known_server_is_404_unless_configured() {
 
 #[tokio::test]
 async fn well_known_server_when_configured() {
-    let server = TestServer::builder()
-        .env("KITH_WELL_KNOWN__SERVER", "example.org:443")
-        .start()
-        .await;
+    let server = TestServer::builder().env("KITH_WELL_KNOWN__SERVER", "example.org:443").start().await;
     let body = assert_ok(server.client().get("/.well-known/matrix/server").await);
     assert_eq!(body, json!({ "m.server": "example.org:443" }));
 }
@@ -87,29 +69,15 @@ async fn capabilities_list_the_standard_ones() {
 
     assert_eq!(caps["m.change_password"]["enabled"], json!(true), "{body}");
     for name in ["m.set_displayname", "m.set_avatar_url", "m.3pid_changes"] {
-        assert!(
-            caps[name]["enabled"].is_boolean(),
-            "{name}.enabled missing: {body}"
-        );
+        assert!(caps[name]["enabled"].is_boolean(), "{name}.enabled missing: {body}");
     }
 
     let rv = &caps["m.room_versions"];
-    let default = rv["default"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no default room version: {body}"));
-    let available = rv["available"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no available: {body}"));
+    let default = rv["default"].as_str().unwrap_or_else(|| panic!("no default room version: {body}"));
+    let available = rv["available"].as_object().unwrap_or_else(|| panic!("no available: {body}"));
     assert!(!available.is_empty());
     for (version, stability) in available {
-        assert!(
-            stability == "stable" || stability == "unstable",
-            "room version {version} has stability {stability}"
-        );
+        assert!(stability == "stable" || stability == "unstable", "room version {version} has stability {stability}");
     }
-    assert_eq!(
-        available.get(default),
-        Some(&json!("stable")),
-        "default must be available and stable: {body}"
-    );
+    assert_eq!(available.get(default), Some(&json!("stable")), "default must be available and stable: {body}");
 }

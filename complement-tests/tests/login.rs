@@ -12,13 +12,8 @@ const LOGIN: &str = "/_matrix/client/v3/login";
 async fn login_flows_include_password() {
     let server = TestServer::start().await;
     let body = assert_ok(server.client().get(LOGIN).await);
-    let flows = body["flows"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no flows: {body}"));
-    assert!(
-        flows.iter().any(|f| f["type"] == "m.login.password"),
-        "m.login.password missing: {body}"
-    );
+    let flows = body["flows"].as_array().unwrap_or_else(|| panic!("no flows: {body}"));
+    assert!(flows.iter().any(|f| f["type"] == "m.login.password"), "m.login.password missing: {body}");
 }
 
 #[tokio::test]
@@ -39,16 +34,9 @@ async fn login_with_localpart_full_id_and_legacy_user_field() {
     let mut devices = vec![alice.device_id.clone()];
     for body in bodies {
         let resp = assert_ok(client.post(LOGIN, body.clone()).await);
-        assert_eq!(
-            resp["user_id"],
-            json!(user_id("alice")),
-            "for {body}: {resp}"
-        );
+        assert_eq!(resp["user_id"], json!(user_id("alice")), "for {body}: {resp}");
         let session = client.logged_in(&resp);
-        assert!(
-            !devices.contains(&session.device_id),
-            "device id reused: {resp}"
-        );
+        assert!(!devices.contains(&session.device_id), "device id reused: {resp}");
         devices.push(session.device_id.clone());
         let who = assert_ok(session.whoami().await);
         assert_eq!(who["device_id"], json!(session.device_id));
@@ -113,13 +101,7 @@ async fn missing_fields_are_a_bad_request() {
 #[tokio::test]
 async fn unknown_login_type_is_m_unknown() {
     let server = TestServer::start().await;
-    let resp = server
-        .client()
-        .post(
-            LOGIN,
-            json!({ "type": "org.example.bogus", "password": "x" }),
-        )
-        .await;
+    let resp = server.client().post(LOGIN, json!({ "type": "org.example.bogus", "password": "x" })).await;
     assert_err(&resp, 400, "M_UNKNOWN");
 }
 
@@ -130,10 +112,7 @@ async fn whoami_reports_user_and_device() {
     let who = assert_ok(alice.whoami().await);
     assert_eq!(who["user_id"], json!(user_id("alice")));
     assert_eq!(who["device_id"], json!(alice.device_id));
-    assert!(
-        who["is_guest"] == json!(false) || who.get("is_guest").is_none(),
-        "is_guest must be false: {who}"
-    );
+    assert!(who["is_guest"] == json!(false) || who.get("is_guest").is_none(), "is_guest must be false: {who}");
 }
 
 fn refresh_server() -> complement_tests::TestServerBuilder {
@@ -156,17 +135,9 @@ async fn refresh_tokens_rotate_and_expire() {
             )
             .await,
     );
-    let refresh = body["refresh_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no refresh_token: {body}"))
-        .to_owned();
-    let expires = body["expires_in_ms"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no expires_in_ms: {body}"));
-    assert!(
-        expires > 0 && expires <= 1000,
-        "expires_in_ms {expires} with a 1000 ms lifetime"
-    );
+    let refresh = body["refresh_token"].as_str().unwrap_or_else(|| panic!("no refresh_token: {body}")).to_owned();
+    let expires = body["expires_in_ms"].as_u64().unwrap_or_else(|| panic!("no expires_in_ms: {body}"));
+    assert!(expires > 0 && expires <= 1000, "expires_in_ms {expires} with a 1000 ms lifetime");
     let alice = client.logged_in(&body);
     assert_ok(alice.whoami().await);
 
@@ -175,20 +146,9 @@ async fn refresh_tokens_rotate_and_expire() {
     assert_err(&expired, 401, "M_UNKNOWN_TOKEN");
     assert_eq!(expired.1["soft_logout"], json!(true), "{}", expired.1);
 
-    let new = assert_ok(
-        client
-            .post(
-                "/_matrix/client/v3/refresh",
-                json!({ "refresh_token": refresh }),
-            )
-            .await,
-    );
-    let new_access = new["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no access_token: {new}"));
-    let new_refresh = new["refresh_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no refresh_token: {new}"));
+    let new = assert_ok(client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh })).await);
+    let new_access = new["access_token"].as_str().unwrap_or_else(|| panic!("no access_token: {new}"));
+    let new_refresh = new["refresh_token"].as_str().unwrap_or_else(|| panic!("no refresh_token: {new}"));
     assert_ne!(new_access, alice.token.as_deref().unwrap_or_default());
     assert_ne!(new_refresh, refresh);
     assert!(new["expires_in_ms"].as_u64().is_some(), "{new}");
@@ -196,29 +156,13 @@ async fn refresh_tokens_rotate_and_expire() {
     // Using the new access token invalidates the old refresh token.
     let renewed = alice.with_token(Some(new_access));
     let who = assert_ok(renewed.whoami().await);
-    assert_eq!(
-        who["device_id"],
-        json!(alice.device_id),
-        "refresh must keep the device"
-    );
+    assert_eq!(who["device_id"], json!(alice.device_id), "refresh must keep the device");
 
-    let reused = client
-        .post(
-            "/_matrix/client/v3/refresh",
-            json!({ "refresh_token": refresh }),
-        )
-        .await;
+    let reused = client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh })).await;
     assert_err(&reused, 401, "M_UNKNOWN_TOKEN");
 
     // The new refresh token works.
-    assert_ok(
-        client
-            .post(
-                "/_matrix/client/v3/refresh",
-                json!({ "refresh_token": new_refresh }),
-            )
-            .await,
-    );
+    assert_ok(client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": new_refresh })).await);
 }
 
 #[tokio::test]
@@ -234,13 +178,7 @@ async fn tokens_without_refresh_do_not_expire() {
 #[tokio::test]
 async fn unknown_refresh_token_is_refused() {
     let server = TestServer::start().await;
-    let resp = server
-        .client()
-        .post(
-            "/_matrix/client/v3/refresh",
-            json!({ "refresh_token": "not-a-token" }),
-        )
-        .await;
+    let resp = server.client().post("/_matrix/client/v3/refresh", json!({ "refresh_token": "not-a-token" })).await;
     assert_err(&resp, 401, "M_UNKNOWN_TOKEN");
 }
 
@@ -254,12 +192,8 @@ async fn logout_revokes_only_that_token() {
     assert_ok(first.whoami().await);
     // The logged-out device is gone.
     let devices = assert_ok(first.get("/_matrix/client/v3/devices").await);
-    let ids: Vec<&str> = devices["devices"]
-        .as_array()
-        .expect("devices array")
-        .iter()
-        .filter_map(|d| d["device_id"].as_str())
-        .collect();
+    let ids: Vec<&str> =
+        devices["devices"].as_array().expect("devices array").iter().filter_map(|d| d["device_id"].as_str()).collect();
     assert!(!ids.contains(&second.device_id.as_str()), "{devices}");
 }
 

@@ -17,9 +17,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn nonce(State(state): State<AppState>) -> Result<axum::Json<Value>> {
-    Ok(axum::Json(
-        json!({ "nonce": state.services.registration.new_nonce().await? }),
-    ))
+    Ok(axum::Json(json!({ "nonce": state.services.registration.new_nonce().await? })))
 }
 
 #[derive(Deserialize)]
@@ -33,42 +31,23 @@ struct RegisterBody {
     displayname: Option<String>,
 }
 
-async fn register(
-    State(state): State<AppState>,
-    Json(body): Json<RegisterBody>,
-) -> Result<axum::Json<Value>> {
+async fn register(State(state): State<AppState>, Json(body): Json<RegisterBody>) -> Result<axum::Json<Value>> {
     let services = &state.services;
     services
         .registration
-        .check_shared_secret_mac(
-            &body.nonce,
-            &body.username,
-            &body.password,
-            body.admin,
-            &body.mac,
-        )
+        .check_shared_secret_mac(&body.nonce, &body.username, &body.password, body.admin, &body.mac)
         .await?;
     if body.password.len() > crate::api::client::MAX_PASSWORD_LEN {
         return Err(Error::invalid_param("The password is too long"));
     }
-    let user_id = services
-        .accounts
-        .create(&body.username, Some(body.password), body.admin, false)
-        .await?;
+    let user_id = services.accounts.create(&body.username, Some(body.password), body.admin, false).await?;
     if let Some(name) = body.displayname.as_deref() {
         services
             .accounts
-            .set_profile_field(
-                &user_id,
-                crate::service::accounts::ProfileField::DisplayName,
-                Some(name),
-            )
+            .set_profile_field(&user_id, crate::service::accounts::ProfileField::DisplayName, Some(name))
             .await?;
     }
-    let tokens = services
-        .accounts
-        .start_session(&user_id, SessionRequest::default())
-        .await?;
+    let tokens = services.accounts.start_session(&user_id, SessionRequest::default()).await?;
     Ok(axum::Json(json!({
         "user_id": tokens.user_id,
         "access_token": tokens.access_token,

@@ -31,14 +31,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())
         } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::not_json(format!("Body is not valid JSON: {e}")))?
+            serde_json::from_slice(&bytes).map_err(|e| Error::not_json(format!("Body is not valid JSON: {e}")))?
         };
         if !value.is_object() {
             return Err(Error::bad_json("The request body must be a JSON object"));
         }
-        let parsed =
-            serde_path_to_error::deserialize(value).map_err(|e| Error::bad_json(e.to_string()))?;
+        let parsed = serde_path_to_error::deserialize(value).map_err(|e| Error::bad_json(e.to_string()))?;
         Ok(Self(parsed))
     }
 }
@@ -66,28 +64,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 /// The access token of a request: `Authorization: Bearer`, or the deprecated `access_token` query parameter.
 pub fn access_token(parts: &Parts) -> Option<String> {
     if let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-        return header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned());
+        return header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).map(|t| t.trim().to_owned());
     }
     let query = parts.uri.query()?;
     url_query_value(query, "access_token")
 }
 
 fn url_query_value(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
 /// The client's address, as seen on the connection.
 pub fn client_ip(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string())
 }
 
 /// An authenticated request: who made it, and with which token.
@@ -101,15 +90,8 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let token = access_token(parts).ok_or_else(Error::missing_token)?;
-        let requester = state
-            .services
-            .auth
-            .authenticate(&token, client_ip(parts).as_deref())
-            .await?;
-        Ok(Self {
-            requester,
-            access_token: token,
-        })
+        let requester = state.services.auth.authenticate(&token, client_ip(parts).as_deref()).await?;
+        Ok(Self { requester, access_token: token })
     }
 }
 
@@ -120,9 +102,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        Ok(Self(
-            client_ip(parts).unwrap_or_else(|| "unknown".to_owned()),
-        ))
+        Ok(Self(client_ip(parts).unwrap_or_else(|| "unknown".to_owned())))
     }
 }
 
@@ -132,10 +112,7 @@ mod tests {
 
     #[test]
     fn query_token() {
-        assert_eq!(
-            url_query_value("a=1&access_token=abc%2Bd", "access_token").as_deref(),
-            Some("abc+d")
-        );
+        assert_eq!(url_query_value("a=1&access_token=abc%2Bd", "access_token").as_deref(), Some("abc+d"));
         assert_eq!(url_query_value("a=1", "access_token"), None);
     }
 }

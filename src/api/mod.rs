@@ -41,10 +41,7 @@ pub fn router(state: AppState) -> Router {
         // Innermost first: a panic becomes a 500 that is still logged, counted and CORS-headed.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::observe,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
         .layer(cors())
 }
 
@@ -54,17 +51,9 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/health", get(health))
         .route(
             "/metrics",
-            get(
-                |axum::extract::State(state): axum::extract::State<AppState>| async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        state.metrics.render(),
-                    )
-                },
-            ),
+            get(|axum::extract::State(state): axum::extract::State<AppState>| async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+            }),
         )
         .with_state(state)
 }
@@ -73,18 +62,8 @@ pub fn metrics_router(state: AppState) -> Router {
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AnyOrigin)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers([
-            HeaderName::from_static("x-requested-with"),
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([HeaderName::from_static("x-requested-with"), header::CONTENT_TYPE, header::AUTHORIZATION])
 }
 
 async fn health() -> &'static str {
@@ -96,10 +75,7 @@ async fn unknown_endpoint() -> Error {
 }
 
 async fn method_not_allowed() -> Error {
-    Error::unrecognized(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method not allowed for this endpoint",
-    )
+    Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed for this endpoint")
 }
 
 /// A panicking handler answers 500 M_UNKNOWN; the detail goes to the log only.
@@ -110,10 +86,5 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "request handler panicked");
-    Error::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "M_UNKNOWN",
-        "Internal server error",
-    )
-    .into_response()
+    Error::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Internal server error").into_response()
 }

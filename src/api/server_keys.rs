@@ -15,9 +15,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn server_keys(State(state): State<AppState>) -> Result<axum::Json<Value>> {
     let services = &state.services;
-    let body = services
-        .signing_key
-        .server_keys_response(&services.config.server_name, now_ms())
-        .map_err(Error::internal)?;
+    let body =
+        services.signing_key.server_keys_response(&services.config.server_name, now_ms()).map_err(Error::internal)?;
     Ok(axum::Json(body))
 }

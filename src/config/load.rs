@@ -15,10 +15,7 @@ const ENV_NOT_KEYS: &[&str] = &["KITH_CONFIG", "KITH_BIN"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: String, message: String },
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
@@ -37,10 +34,8 @@ enum Source {
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     let file = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
             text.parse::<Table>().map_err(|e| ConfigError::Syntax {
                 path: path.display().to_string(),
                 message: e.message().to_owned(),
@@ -51,10 +46,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     load_from(file, std::env::vars())
 }
 
-fn load_from(
-    file: Table,
-    env: impl Iterator<Item = (String, String)>,
-) -> Result<Config, ConfigError> {
+fn load_from(file: Table, env: impl Iterator<Item = (String, String)>) -> Result<Config, ConfigError> {
     let mut errors = Vec::new();
     let mut entries: Vec<(Vec<String>, Value, Source)> = Vec::new();
     collect_leaves(&file, &mut Vec::new(), &mut entries);
@@ -101,8 +93,8 @@ fn load_from(
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }
-    let config: Config = Config::deserialize(Value::Table(merged))
-        .map_err(|e| ConfigError::Invalid(vec![e.to_string()]))?;
+    let config: Config =
+        Config::deserialize(Value::Table(merged)).map_err(|e| ConfigError::Invalid(vec![e.to_string()]))?;
     let problems = config.validate();
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
@@ -118,18 +110,10 @@ fn check_one(path: &[String], value: Value) -> Result<(), String> {
     serde_ignored::deserialize(Value::Table(table), |_| unknown = true)
         .map(|_: Config| ())
         .map_err(|e: toml::de::Error| e.message().to_owned())?;
-    if unknown {
-        Err("unknown key".to_owned())
-    } else {
-        Ok(())
-    }
+    if unknown { Err("unknown key".to_owned()) } else { Ok(()) }
 }
 
-fn collect_leaves(
-    table: &Table,
-    prefix: &mut Vec<String>,
-    out: &mut Vec<(Vec<String>, Value, Source)>,
-) {
+fn collect_leaves(table: &Table, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value, Source)>) {
     for (key, value) in table {
         prefix.push(key.clone());
         match value {
@@ -144,9 +128,7 @@ fn insert_path(table: &mut Table, path: &[String], value: Value) {
     let (last, parents) = path.split_last().expect("non-empty path");
     let mut current = table;
     for part in parents {
-        let entry = current
-            .entry(part.clone())
-            .or_insert_with(|| Value::Table(Table::new()));
+        let entry = current.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));
         if !entry.is_table() {
             *entry = Value::Table(Table::new());
         }
@@ -172,16 +154,12 @@ fn value_to_raw(value: &Value) -> String {
 }
 
 /// `""` turns a listener off.
-pub(super) fn optional_addr<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<SocketAddr>, D::Error> {
+pub(super) fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:9008"))
-    })
+    s.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:9008")))
 }
 
 #[cfg(test)]
@@ -190,18 +168,12 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
-            .into_iter()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
     }
 
     #[test]
     fn env_overrides_file() {
-        let file: Table = "server_name = \"a.example\"\n[listen]\nclient = \"127.0.0.1:1\""
-            .parse()
-            .unwrap();
+        let file: Table = "server_name = \"a.example\"\n[listen]\nclient = \"127.0.0.1:1\"".parse().unwrap();
         let config = load_from(
             file,
             env(&[
@@ -218,20 +190,14 @@ mod tests {
         assert_eq!(config.listen.metrics, None);
         assert!(!config.rate_limits.enabled);
         // A numeric-looking value for a string key stays a string.
-        assert_eq!(
-            config.registration.shared_secret.unwrap().expose_secret(),
-            "12345"
-        );
+        assert_eq!(config.registration.shared_secret.unwrap().expose_secret(), "12345");
     }
 
     #[test]
     fn every_bad_key_is_reported() {
         let file: Table =
-            "bogus = 1\n[listen]\nclient = \"nope\"\n[registration]\nmode = \"sometimes\""
-                .parse()
-                .unwrap();
-        let Err(ConfigError::Invalid(errors)) = load_from(file, env(&[("KITH_LIMITS__NOPE", "1")]))
-        else {
+            "bogus = 1\n[listen]\nclient = \"nope\"\n[registration]\nmode = \"sometimes\"".parse().unwrap();
+        let Err(ConfigError::Invalid(errors)) = load_from(file, env(&[("KITH_LIMITS__NOPE", "1")])) else {
             panic!("expected errors");
         };
         let text = errors.join("\n");
@@ -244,19 +210,13 @@ mod tests {
     #[test]
     fn semantic_checks() {
         let file: Table = "server_name = \"not a name\"".parse().unwrap();
-        let Err(ConfigError::Invalid(errors)) = load_from(file, env(&[])) else {
-            panic!()
-        };
+        let Err(ConfigError::Invalid(errors)) = load_from(file, env(&[])) else { panic!() };
         assert!(errors[0].contains("server_name"));
     }
 
     #[test]
     fn secrets_are_not_debug_printed() {
-        let config = load_from(
-            Table::new(),
-            env(&[("KITH_REGISTRATION__TOKEN", "hunter2")]),
-        )
-        .unwrap();
+        let config = load_from(Table::new(), env(&[("KITH_REGISTRATION__TOKEN", "hunter2")])).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

@@ -78,10 +78,7 @@ pub struct Database {
 
 impl Default for Database {
     fn default() -> Self {
-        Self {
-            url: String::new(),
-            max_connections: 16,
-        }
+        Self { url: String::new(), max_connections: 16 }
     }
 }
 
@@ -104,12 +101,7 @@ pub struct Registration {
 
 impl Default for Registration {
     fn default() -> Self {
-        Self {
-            mode: RegistrationMode::Token,
-            token: None,
-            shared_secret: None,
-            allow_guests: false,
-        }
+        Self { mode: RegistrationMode::Token, token: None, shared_secret: None, allow_guests: false }
     }
 }
 
@@ -122,10 +114,7 @@ pub struct Auth {
 
 impl Default for Auth {
     fn default() -> Self {
-        Self {
-            access_token_lifetime_ms: 3_600_000,
-            uia_session_timeout_secs: 600,
-        }
+        Self { access_token_lifetime_ms: 3_600_000, uia_session_timeout_secs: 600 }
     }
 }
 
@@ -141,13 +130,7 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            login_per_second: 0.5,
-            login_burst: 5,
-            register_per_second: 0.2,
-            register_burst: 3,
-        }
+        Self { enabled: true, login_per_second: 0.5, login_burst: 5, register_per_second: 0.2, register_burst: 3 }
     }
 }
 
@@ -159,9 +142,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_request_body_bytes: 1024 * 1024,
-        }
+        Self { max_request_body_bytes: 1024 * 1024 }
     }
 }
 
@@ -186,23 +167,15 @@ impl Config {
     fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         if ruma::ServerName::parse(&self.server_name).is_err() {
-            errors.push(format!(
-                "server_name: {:?} is not a valid server name",
-                self.server_name
-            ));
+            errors.push(format!("server_name: {:?} is not a valid server name", self.server_name));
         }
         let url = self.database_url();
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             errors.push("database.url: must start with sqlite:// or postgres://".to_owned());
         }
         if !crate::service::room_versions::is_supported(&self.default_room_version) {
-            errors.push(format!(
-                "default_room_version: {:?} is not a supported room version",
-                self.default_room_version
-            ));
+            errors
+                .push(format!("default_room_version: {:?} is not a supported room version", self.default_room_version));
         }
         if self.rate_limits.login_per_second <= 0.0 || self.rate_limits.register_per_second <= 0.0 {
             errors.push("rate_limits: the per-second rates must be greater than 0".to_owned());
@@ -229,18 +202,9 @@ mod tests {
         assert_eq!(parsed.listen.client, default.listen.client);
         assert_eq!(parsed.listen.metrics, default.listen.metrics);
         assert_eq!(parsed.registration.mode, default.registration.mode);
-        assert_eq!(
-            parsed.rate_limits.login_burst,
-            default.rate_limits.login_burst
-        );
-        assert_eq!(
-            parsed.auth.access_token_lifetime_ms,
-            default.auth.access_token_lifetime_ms
-        );
-        assert_eq!(
-            parsed.limits.max_request_body_bytes,
-            default.limits.max_request_body_bytes
-        );
+        assert_eq!(parsed.rate_limits.login_burst, default.rate_limits.login_burst);
+        assert_eq!(parsed.auth.access_token_lifetime_ms, default.auth.access_token_lifetime_ms);
+        assert_eq!(parsed.limits.max_request_body_bytes, default.limits.max_request_body_bytes);
         assert!(parsed.validate().is_empty());
     }
 }

@@ -17,40 +17,16 @@ impl AccountData {
     }
 
     /// `room_id` is `None` for global account data.
-    pub async fn put(
-        &self,
-        user_id: &str,
-        room_id: Option<&str>,
-        data_type: &str,
-        content: &Value,
-    ) -> Result<()> {
+    pub async fn put(&self, user_id: &str, room_id: Option<&str>, data_type: &str, content: &Value) -> Result<()> {
         if !content.is_object() {
-            return Err(Error::bad_json(
-                "Account data content must be a JSON object",
-            ));
+            return Err(Error::bad_json("Account data content must be a JSON object"));
         }
-        self.storage
-            .put_account_data(
-                user_id,
-                room_id.unwrap_or(""),
-                data_type,
-                &content.to_string(),
-            )
-            .await?;
+        self.storage.put_account_data(user_id, room_id.unwrap_or(""), data_type, &content.to_string()).await?;
         Ok(())
     }
 
-    pub async fn get(
-        &self,
-        user_id: &str,
-        room_id: Option<&str>,
-        data_type: &str,
-    ) -> Result<Value> {
-        let Some(text) = self
-            .storage
-            .get_account_data(user_id, room_id.unwrap_or(""), data_type)
-            .await?
-        else {
+    pub async fn get(&self, user_id: &str, room_id: Option<&str>, data_type: &str) -> Result<Value> {
+        let Some(text) = self.storage.get_account_data(user_id, room_id.unwrap_or(""), data_type).await? else {
             return Err(Error::not_found("Account data not found"));
         };
         serde_json::from_str(&text).map_err(Error::internal)
@@ -59,21 +35,14 @@ impl AccountData {
     /// Stores a filter after checking it has the shape the spec defines.
     pub async fn create_filter(&self, user_id: &str, filter: &Value) -> Result<String> {
         validate_filter(filter)?;
-        let id = self
-            .storage
-            .create_filter(user_id, &filter.to_string())
-            .await?;
+        let id = self.storage.create_filter(user_id, &filter.to_string()).await?;
         Ok(id.to_string())
     }
 
     pub async fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Value> {
         let not_found = || Error::not_found("No such filter");
         let id: i64 = filter_id.parse().map_err(|_| not_found())?;
-        let text = self
-            .storage
-            .get_filter(user_id, id)
-            .await?
-            .ok_or_else(not_found)?;
+        let text = self.storage.get_filter(user_id, id).await?.ok_or_else(not_found)?;
         serde_json::from_str(&text).map_err(Error::internal)
     }
 }
@@ -101,10 +70,7 @@ mod tests {
     #[test]
     fn filter_validation() {
         assert!(validate_filter(&json!({"room": {"timeline": {"limit": 10}}})).is_ok());
-        assert!(
-            validate_filter(&json!({"event_format": "client", "presence": {"not_types": ["*"]}}))
-                .is_ok()
-        );
+        assert!(validate_filter(&json!({"event_format": "client", "presence": {"not_types": ["*"]}})).is_ok());
         assert!(validate_filter(&json!({"room": {"timeline": {"limit": "x"}}})).is_err());
         assert!(validate_filter(&json!({"event_format": "sideways"})).is_err());
         assert!(validate_filter(&json!([1])).is_err());

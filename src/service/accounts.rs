@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::service::auth::Authenticator;
+use crate::service::auth::{Authenticator, Requester};
 use crate::service::{now_ms, password, secrets};
 use crate::storage::{NewSession, NewUser, Storage, UserRecord};
 
@@ -40,11 +40,7 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, auth: Arc<Authenticator>) -> Self {
-        Self {
-            config,
-            storage,
-            auth,
-        }
+        Self { config, storage, auth }
     }
 
     pub fn user_id(&self, localpart: &str) -> String {
@@ -53,22 +49,13 @@ impl Accounts {
 
     /// Checks a requested localpart against the spec's grammar for new users.
     pub fn validate_localpart(&self, localpart: &str) -> Result<String> {
-        let invalid = |message: &str| {
-            Error::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "M_INVALID_USERNAME",
-                message,
-            )
-        };
+        let invalid = |message: &str| Error::new(axum::http::StatusCode::BAD_REQUEST, "M_INVALID_USERNAME", message);
         if localpart.is_empty() {
             return Err(invalid("The user name must not be empty"));
         }
-        if !localpart.bytes().all(
-            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
-        ) {
-            return Err(invalid(
-                "User names may contain only a-z, 0-9, '.', '_', '=', '-', '/' and '+'",
-            ));
+        if !localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+        {
+            return Err(invalid("User names may contain only a-z, 0-9, '.', '_', '=', '-', '/' and '+'"));
         }
         let user_id = self.user_id(localpart);
         if user_id.len() > MAX_USER_ID_LEN {
@@ -140,19 +127,12 @@ impl Accounts {
     }
 
     /// Starts a session on a (new or existing) device of the user.
-    pub async fn start_session(
-        &self,
-        user_id: &str,
-        request: SessionRequest,
-    ) -> Result<SessionTokens> {
+    pub async fn start_session(&self, user_id: &str, request: SessionRequest) -> Result<SessionTokens> {
         let device_id = request.device_id.unwrap_or_else(|| secrets::random_id(10));
         let access_token = secrets::new_token("syt");
         let now = now_ms();
         let (refresh_token, expires_in_ms) = if request.want_refresh_token {
-            (
-                Some(secrets::new_token("syr")),
-                Some(self.config.auth.access_token_lifetime_ms),
-            )
+            (Some(secrets::new_token("syr")), Some(self.config.auth.access_token_lifetime_ms))
         } else {
             (None, None)
         };
@@ -173,26 +153,13 @@ impl Accounts {
             )
             .await?;
         self.auth.forget(&revoked).await;
-        Ok(SessionTokens {
-            user_id: user_id.to_owned(),
-            device_id,
-            access_token,
-            refresh_token,
-            expires_in_ms,
-        })
+        Ok(SessionTokens { user_id: user_id.to_owned(), device_id, access_token, refresh_token, expires_in_ms })
     }
 
     /// Checks a user's password; `None` when the user is unknown, deactivated or the password wrong.
-    pub async fn check_password(
-        &self,
-        user_id: &str,
-        password: &str,
-    ) -> Result<Option<UserRecord>> {
+    pub async fn check_password(&self, user_id: &str, password: &str) -> Result<Option<UserRecord>> {
         let user = self.storage.get_user(user_id).await?;
-        let stored = user
-            .as_ref()
-            .filter(|u| !u.deactivated)
-            .and_then(|u| u.password_hash.clone());
+        let stored = user.as_ref().filter(|u| !u.deactivated).and_then(|u| u.password_hash.clone());
         let ok = password::verify(password.to_owned(), stored).await?;
         Ok(if ok { user } else { None })
     }
@@ -206,12 +173,7 @@ impl Accounts {
         match self.check_password(&user_id, password).await? {
             Some(user) => Ok(user.user_id),
             None => {
-                if self
-                    .storage
-                    .get_user(&user_id)
-                    .await?
-                    .is_some_and(|u| u.deactivated)
-                {
+                if self.storage.get_user(&user_id).await?.is_some_and(|u| u.deactivated) {
                     return Err(Error::new(
                         axum::http::StatusCode::FORBIDDEN,
                         "M_USER_DEACTIVATED",
@@ -231,28 +193,27 @@ impl Accounts {
         };
         self.start_session(
             &user_id,
-            SessionRequest {
-                device_id: Some(device_id),
-                display_name: None,
-                want_refresh_token: true,
-            },
+            SessionRequest { device_id: Some(device_id), display_name: None, want_refresh_token: true },
         )
         .await
     }
 
-    pub async fn logout(&self, access_token: &str) -> Result<()> {
-        let hash = secrets::hash_token(access_token);
-        self.storage.revoke_access_token(&hash).await?;
-        self.auth.forget(&[hash]).await;
-        Ok(())
+    /// Logs out the token's session; the spec deletes its device with it.
+    pub async fn logout(&self, requester: &Requester) -> Result<()> {
+        self.delete_devices(&requester.user_id, std::slice::from_ref(&requester.device_id)).await
     }
 
-    /// Revokes the sessions of every device of the user except `keep_device`.
-    pub async fn logout_all(&self, user_id: &str, keep_device: Option<&str>) -> Result<()> {
-        let revoked = self
-            .storage
-            .revoke_sessions_except(user_id, keep_device)
-            .await?;
+    /// Logs out every session of the user and deletes all their devices.
+    pub async fn logout_all(&self, user_id: &str) -> Result<()> {
+        let devices: Vec<String> = self.storage.list_devices(user_id).await?.into_iter().map(|d| d.device_id).collect();
+        self.delete_devices(user_id, &devices).await?;
+        // Sessions whose device row is gone (none are expected) are revoked too.
+        self.revoke_sessions_except(user_id, None).await
+    }
+
+    /// Revokes the sessions of every device of the user except `keep_device`, keeping the devices.
+    pub async fn revoke_sessions_except(&self, user_id: &str, keep_device: Option<&str>) -> Result<()> {
+        let revoked = self.storage.revoke_sessions_except(user_id, keep_device).await?;
         self.auth.forget(&revoked).await;
         Ok(())
     }
@@ -283,11 +244,7 @@ impl Accounts {
 
     /// A user of this server that exists and is not deactivated.
     pub async fn active_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
-        Ok(self
-            .storage
-            .get_user(user_id)
-            .await?
-            .filter(|u| !u.deactivated))
+        Ok(self.storage.get_user(user_id).await?.filter(|u| !u.deactivated))
     }
 
     /// The profile fields, or 404 M_NOT_FOUND for an unknown user.
@@ -298,12 +255,7 @@ impl Accounts {
         }
     }
 
-    pub async fn set_profile_field(
-        &self,
-        user_id: &str,
-        field: ProfileField,
-        value: Option<&str>,
-    ) -> Result<()> {
+    pub async fn set_profile_field(&self, user_id: &str, field: ProfileField, value: Option<&str>) -> Result<()> {
         match field {
             ProfileField::DisplayName => self.storage.set_displayname(user_id, value).await?,
             ProfileField::AvatarUrl => self.storage.set_avatar_url(user_id, value).await?,
@@ -329,11 +281,7 @@ impl ProfileField {
 }
 
 fn user_in_use() -> Error {
-    Error::new(
-        axum::http::StatusCode::BAD_REQUEST,
-        "M_USER_IN_USE",
-        "The user name is already taken",
-    )
+    Error::new(axum::http::StatusCode::BAD_REQUEST, "M_USER_IN_USE", "The user name is already taken")
 }
 
 /// Reads the user a login or password stage names: `identifier` (m.id.user) or the legacy `user`.

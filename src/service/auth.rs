@@ -31,14 +31,8 @@ impl Authenticator {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         Self {
             storage,
-            cache: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
-            last_seen_written: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            cache: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
+            last_seen_written: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(300)).build(),
         }
     }
 
@@ -48,11 +42,8 @@ impl Authenticator {
         let owner = match self.cache.get(&hash).await {
             Some(owner) => owner,
             None => {
-                let owner = self
-                    .storage
-                    .lookup_access_token(&hash)
-                    .await?
-                    .ok_or_else(|| Error::unknown_token(false))?;
+                let owner =
+                    self.storage.lookup_access_token(&hash).await?.ok_or_else(|| Error::unknown_token(false))?;
                 let owner = Arc::new(owner);
                 self.cache.insert(hash, owner.clone()).await;
                 owner
@@ -62,11 +53,7 @@ impl Authenticator {
             return Err(Error::unknown_token(true));
         }
         self.note_last_seen(&owner, ip).await;
-        Ok(Requester {
-            user_id: owner.user_id.clone(),
-            device_id: owner.device_id.clone(),
-            is_guest: owner.is_guest,
-        })
+        Ok(Requester { user_id: owner.user_id.clone(), device_id: owner.device_id.clone(), is_guest: owner.is_guest })
     }
 
     /// Forgets revoked tokens at once, so that they stop working on the next request.
@@ -85,16 +72,9 @@ impl Authenticator {
         }
         self.last_seen_written.insert(key, ()).await;
         let storage = self.storage.clone();
-        let (user_id, device_id, ip) = (
-            owner.user_id.clone(),
-            owner.device_id.clone(),
-            ip.map(str::to_owned),
-        );
+        let (user_id, device_id, ip) = (owner.user_id.clone(), owner.device_id.clone(), ip.map(str::to_owned));
         tokio::spawn(async move {
-            if let Err(e) = storage
-                .touch_device(&user_id, &device_id, now_ms(), ip.as_deref())
-                .await
-            {
+            if let Err(e) = storage.touch_device(&user_id, &device_id, now_ms(), ip.as_deref()).await {
                 tracing::warn!(error = %e, "could not record device last-seen time");
             }
         });

@@ -33,11 +33,7 @@ pub struct Services {
 use auth::Authenticator;
 
 impl Services {
-    pub fn new(
-        config: Arc<Config>,
-        storage: Arc<dyn Storage>,
-        signing_key: signing_key::SigningKey,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, signing_key: signing_key::SigningKey) -> Self {
         let auth = Arc::new(Authenticator::new(storage.clone()));
         Self {
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone()),
@@ -55,8 +51,5 @@ impl Services {
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in Matrix.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

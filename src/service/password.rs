@@ -2,18 +2,14 @@
 //! stalls the async threads that serve other requests.
 
 use argon2::Argon2;
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 
 use crate::error::{Error, Result};
 
 pub async fn hash(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
     })
     .await
     .map_err(Error::internal)?
@@ -29,9 +25,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool> {
         let Ok(parsed) = PasswordHash::new(&stored) else {
             return false;
         };
-        let ok = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
         ok && stored != *DUMMY_HASH
     })
     .await
@@ -40,10 +34,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool> {
 
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(b"not a password", &salt)
-        .expect("hashing works")
-        .to_string()
+    Argon2::default().hash_password(b"not a password", &salt).expect("hashing works").to_string()
 });
 
 #[cfg(test)]
@@ -54,11 +45,7 @@ mod tests {
     async fn hash_and_verify() {
         let h = hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(
-            verify("correct horse".into(), Some(h.clone()))
-                .await
-                .unwrap()
-        );
+        assert!(verify("correct horse".into(), Some(h.clone())).await.unwrap());
         assert!(!verify("wrong".into(), Some(h)).await.unwrap());
         assert!(!verify("not a password".into(), None).await.unwrap());
     }

@@ -27,20 +27,14 @@ pub struct RateLimiter {
 impl RateLimiter {
     pub fn new(config: RateLimits) -> Self {
         // A bucket left alone for ten minutes is full again, so it can be forgotten.
-        let buckets = Cache::builder()
-            .max_capacity(200_000)
-            .time_to_idle(Duration::from_secs(600))
-            .build();
+        let buckets = Cache::builder().max_capacity(200_000).time_to_idle(Duration::from_secs(600)).build();
         Self { config, buckets }
     }
 
     fn rate(&self, action: Action) -> (f64, f64) {
         match action {
             Action::Login => (self.config.login_per_second, self.config.login_burst as f64),
-            Action::Register => (
-                self.config.register_per_second,
-                self.config.register_burst as f64,
-            ),
+            Action::Register => (self.config.register_per_second, self.config.register_burst as f64),
         }
     }
 
@@ -52,10 +46,7 @@ impl RateLimiter {
         }
         let (per_second, burst) = self.rate(action);
         let bucket = self.buckets.get_with((action, key.to_owned()), || {
-            Arc::new(Mutex::new(Bucket {
-                tokens: burst,
-                updated: Instant::now(),
-            }))
+            Arc::new(Mutex::new(Bucket { tokens: burst, updated: Instant::now() }))
         });
         let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -78,11 +69,7 @@ mod tests {
 
     #[test]
     fn burst_then_limited_per_key() {
-        let limiter = RateLimiter::new(RateLimits {
-            login_burst: 2,
-            login_per_second: 0.1,
-            ..RateLimits::default()
-        });
+        let limiter = RateLimiter::new(RateLimits { login_burst: 2, login_per_second: 0.1, ..RateLimits::default() });
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
         let err = limiter.check(Action::Login, "1.2.3.4").unwrap_err();
@@ -95,11 +82,7 @@ mod tests {
 
     #[test]
     fn disabled_never_limits() {
-        let limiter = RateLimiter::new(RateLimits {
-            enabled: false,
-            login_burst: 0,
-            ..RateLimits::default()
-        });
+        let limiter = RateLimiter::new(RateLimits { enabled: false, login_burst: 0, ..RateLimits::default() });
         for _ in 0..100 {
             assert!(limiter.check(Action::Login, "x").is_ok());
         }

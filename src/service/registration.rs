@@ -27,10 +27,7 @@ impl Registration {
         Self {
             config,
             storage,
-            nonces: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
+            nonces: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(60)).build(),
         }
     }
 
@@ -72,10 +69,7 @@ impl Registration {
         if self.is_configured_token(token) {
             return Ok(true);
         }
-        Ok(self
-            .storage
-            .registration_token_valid(&secrets::hash_token(token), now_ms())
-            .await?)
+        Ok(self.storage.registration_token_valid(&secrets::hash_token(token), now_ms()).await?)
     }
 
     /// Uses a token up at the end of a registration. `Some(grants_admin)` when it was still valid.
@@ -83,10 +77,7 @@ impl Registration {
         if self.is_configured_token(token) {
             return Ok(Some(false));
         }
-        Ok(self
-            .storage
-            .use_registration_token(&secrets::hash_token(token), now_ms())
-            .await?)
+        Ok(self.storage.use_registration_token(&secrets::hash_token(token), now_ms()).await?)
     }
 
     fn shared_secret(&self) -> Result<&str> {
@@ -121,22 +112,13 @@ impl Registration {
             return Err(Error::invalid_param("Unrecognised nonce"));
         }
         let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).map_err(Error::internal)?;
-        for (i, part) in [
-            nonce,
-            username,
-            password,
-            if admin { "admin" } else { "notadmin" },
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, part) in [nonce, username, password, if admin { "admin" } else { "notadmin" }].iter().enumerate() {
             if i > 0 {
                 mac.update(b"\0");
             }
             mac.update(part.as_bytes());
         }
         let given = hex::decode(mac_hex).map_err(|_| Error::forbidden("HMAC incorrect"))?;
-        mac.verify_slice(&given)
-            .map_err(|_| Error::forbidden("HMAC incorrect"))
+        mac.verify_slice(&given).map_err(|_| Error::forbidden("HMAC incorrect"))
     }
 }

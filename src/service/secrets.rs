@@ -22,9 +22,7 @@ pub fn hash_token(token: &str) -> String {
 pub fn random_id(len: usize) -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| char::from(b'A' + rng.gen_range(0..26)))
-        .collect()
+    (0..len).map(|_| char::from(b'A' + rng.gen_range(0..26))).collect()
 }
 
 #[cfg(test)]

@@ -24,22 +24,17 @@ impl SigningKey {
         if path.exists() {
             let text = std::fs::read_to_string(path)?;
             let mut parts = text.split_whitespace();
-            let (Some("ed25519"), Some(version), Some(der)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some("ed25519"), Some(version), Some(der)) = (parts.next(), parts.next(), parts.next()) else {
                 anyhow::bail!("{}: not an ed25519 signing key file", path.display());
             };
-            let der = STANDARD
-                .decode(der)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let der = STANDARD.decode(der).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let pair = Ed25519KeyPair::from_der(&der, version.to_owned())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             return Ok(Self { pair });
         }
         let der = Ed25519KeyPair::generate();
         let version = secrets::random_id(6).to_lowercase();
-        let pair =
-            Ed25519KeyPair::from_der(&der, version.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pair = Ed25519KeyPair::from_der(&der, version.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let text = format!("ed25519 {version} {}\n", STANDARD.encode(&*der));
         write_private(path, &text)?;
         tracing::info!(key_id = %format!("ed25519:{version}"), "generated a new signing key");
@@ -55,11 +50,7 @@ impl SigningKey {
     }
 
     /// Adds our signature to a JSON object.
-    pub fn sign_json(
-        &self,
-        server_name: &str,
-        object: &mut CanonicalJsonObject,
-    ) -> Result<(), String> {
+    pub fn sign_json(&self, server_name: &str, object: &mut CanonicalJsonObject) -> Result<(), String> {
         ruma::signatures::sign_json(server_name, &self.pair, object).map_err(|e| e.to_string())
     }
 
@@ -71,8 +62,7 @@ impl SigningKey {
             "old_verify_keys": {},
             "valid_until_ts": now_ms + KEY_VALIDITY_MS,
         });
-        let mut object: CanonicalJsonObject =
-            serde_json::from_value(body).map_err(|e| e.to_string())?;
+        let mut object: CanonicalJsonObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
         self.sign_json(server_name, &mut object)?;
         serde_json::to_value(object).map_err(|e| e.to_string())
     }
@@ -105,10 +95,7 @@ mod tests {
         let object: CanonicalJsonObject = serde_json::from_value(body).unwrap();
         let mut keys = ruma::signatures::PublicKeyMap::new();
         let mut set = ruma::signatures::PublicKeySet::new();
-        set.insert(
-            key.key_id(),
-            ruma::serde::Base64::parse(key.public_key_base64()).unwrap(),
-        );
+        set.insert(key.key_id(), ruma::serde::Base64::parse(key.public_key_base64()).unwrap());
         keys.insert("example.org".to_owned(), set);
         ruma::signatures::verify_json(&keys, &object).expect("signature verifies");
     }

@@ -40,12 +40,7 @@ pub struct Uia {
 
 impl Uia {
     pub fn new(timeout: Duration) -> Self {
-        Self {
-            sessions: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(timeout)
-                .build(),
-        }
+        Self { sessions: Cache::builder().max_capacity(100_000).time_to_live(timeout).build() }
     }
 
     /// Runs one round of user-interactive auth.
@@ -65,19 +60,12 @@ impl Uia {
         Fut: std::future::Future<Output = Result<StageResult>>,
     {
         let auth = auth.filter(|a| !a.is_null());
-        let session_id = auth
-            .and_then(|a| a.get("session"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let session_id = auth.and_then(|a| a.get("session")).and_then(Value::as_str).map(str::to_owned);
         let (session_id, session) = match session_id {
             Some(id) => match self.sessions.get(&id).await {
                 Some(session) => (id, session),
                 None => {
-                    return Err(Error::new(
-                        axum::http::StatusCode::BAD_REQUEST,
-                        "M_UNKNOWN",
-                        "Unknown UIA session",
-                    ));
+                    return Err(Error::new(axum::http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unknown UIA session"));
                 }
             },
             None => {
@@ -106,10 +94,7 @@ impl Uia {
         if let Some(auth) = auth {
             let Some(stage) = auth.get("type").and_then(Value::as_str).map(str::to_owned) else {
                 let snapshot = lock(&session);
-                return Err(challenge(
-                    Some(&Error::bad_json("auth.type is missing")),
-                    &snapshot,
-                ));
+                return Err(challenge(Some(&Error::bad_json("auth.type is missing")), &snapshot));
             };
             let allowed = flows.iter().any(|f| f.contains(&stage.as_str()));
             let result = if allowed {
@@ -128,8 +113,7 @@ impl Uia {
                         guard.completed.push(stage.clone());
                     }
                     if stage == REGISTRATION_TOKEN {
-                        guard.registration_token =
-                            auth.get("token").and_then(Value::as_str).map(str::to_owned);
+                        guard.registration_token = auth.get("token").and_then(Value::as_str).map(str::to_owned);
                     }
                 }
                 StageResult::Failed(error) => return Err(challenge(Some(&error), &guard)),
@@ -138,16 +122,11 @@ impl Uia {
 
         let completed = {
             let guard = lock(&session);
-            let done = flows.iter().any(|flow| {
-                flow.iter()
-                    .all(|stage| guard.completed.iter().any(|c| c == stage))
-            });
+            let done = flows.iter().any(|flow| flow.iter().all(|stage| guard.completed.iter().any(|c| c == stage)));
             if !done {
                 return Err(challenge(None, &guard));
             }
-            Completed {
-                registration_token: guard.registration_token.clone(),
-            }
+            Completed { registration_token: guard.registration_token.clone() }
         };
         self.sessions.invalidate(&session_id).await;
         Ok(completed)
@@ -165,29 +144,17 @@ mod tests {
     #[tokio::test]
     async fn challenge_then_complete() {
         let uia = Uia::new(Duration::from_secs(60));
-        let err = uia
-            .authenticate(None, &[&[DUMMY]], json!({}), |_, _| async {
-                Ok(StageResult::Done)
-            })
-            .await;
+        let err = uia.authenticate(None, &[&[DUMMY]], json!({}), |_, _| async { Ok(StageResult::Done) }).await;
         let body = err.unwrap_err().body();
         assert_eq!(body["flows"][0]["stages"][0], DUMMY);
         assert!(body.get("errcode").is_none());
         let session = body["session"].as_str().unwrap().to_owned();
 
         let auth = json!({ "type": DUMMY, "session": session });
-        let ok = uia
-            .authenticate(Some(&auth), &[&[DUMMY]], json!({}), |_, _| async {
-                Ok(StageResult::Done)
-            })
-            .await;
+        let ok = uia.authenticate(Some(&auth), &[&[DUMMY]], json!({}), |_, _| async { Ok(StageResult::Done) }).await;
         assert!(ok.is_ok());
         // A finished session cannot be replayed.
-        let again = uia
-            .authenticate(Some(&auth), &[&[DUMMY]], json!({}), |_, _| async {
-                Ok(StageResult::Done)
-            })
-            .await;
+        let again = uia.authenticate(Some(&auth), &[&[DUMMY]], json!({}), |_, _| async { Ok(StageResult::Done) }).await;
         assert_eq!(again.unwrap_err().status, 400);
     }
 
@@ -210,9 +177,7 @@ mod tests {
         let uia = Uia::new(Duration::from_secs(60));
         let auth = json!({ "type": DUMMY });
         let err = uia
-            .authenticate(Some(&auth), &[&[PASSWORD]], json!({}), |_, _| async {
-                Ok(StageResult::Done)
-            })
+            .authenticate(Some(&auth), &[&[PASSWORD]], json!({}), |_, _| async { Ok(StageResult::Done) })
             .await
             .unwrap_err();
         assert_eq!(err.status, 401);

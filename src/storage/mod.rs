@@ -111,57 +111,25 @@ pub trait UserStore: Send + Sync {
 pub trait DeviceStore: Send + Sync {
     /// Creates the device (or keeps it, updating the display name when given)
     /// and makes `session` its only session. Returns the revoked access token hashes.
-    async fn start_session(
-        &self,
-        session: &NewSession<'_>,
-        display_name: Option<&str>,
-    ) -> Result<Vec<String>>;
+    async fn start_session(&self, session: &NewSession<'_>, display_name: Option<&str>) -> Result<Vec<String>>;
     async fn lookup_access_token(&self, hash: &str) -> Result<Option<TokenOwner>>;
     /// Consumes a refresh token, returning its user and device.
     async fn take_refresh_token(&self, hash: &str) -> Result<Option<(String, String)>>;
     async fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRecord>>;
     async fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRecord>>;
-    async fn set_device_display_name(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        name: Option<&str>,
-    ) -> Result<bool>;
-    async fn touch_device(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        ts: i64,
-        ip: Option<&str>,
-    ) -> Result<()>;
+    async fn set_device_display_name(&self, user_id: &str, device_id: &str, name: Option<&str>) -> Result<bool>;
+    async fn touch_device(&self, user_id: &str, device_id: &str, ts: i64, ip: Option<&str>) -> Result<()>;
     /// Deletes the devices and their tokens; returns the revoked access token hashes.
     async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<Vec<String>>;
     /// Revokes every session of the user but the one on `keep_device`; returns the revoked hashes.
-    async fn revoke_sessions_except(
-        &self,
-        user_id: &str,
-        keep_device: Option<&str>,
-    ) -> Result<Vec<String>>;
-    /// Revokes one access token (logout), keeping the device.
-    async fn revoke_access_token(&self, hash: &str) -> Result<()>;
+    async fn revoke_sessions_except(&self, user_id: &str, keep_device: Option<&str>) -> Result<Vec<String>>;
 }
 
 #[async_trait]
 pub trait AccountDataStore: Send + Sync {
     /// `room_id` is "" for global account data.
-    async fn put_account_data(
-        &self,
-        user_id: &str,
-        room_id: &str,
-        data_type: &str,
-        content: &str,
-    ) -> Result<()>;
-    async fn get_account_data(
-        &self,
-        user_id: &str,
-        room_id: &str,
-        data_type: &str,
-    ) -> Result<Option<String>>;
+    async fn put_account_data(&self, user_id: &str, room_id: &str, data_type: &str, content: &str) -> Result<()>;
+    async fn get_account_data(&self, user_id: &str, room_id: &str, data_type: &str) -> Result<Option<String>>;
     async fn create_filter(&self, user_id: &str, filter_json: &str) -> Result<i64>;
     async fn get_filter(&self, user_id: &str, filter_id: i64) -> Result<Option<String>>;
 }
@@ -201,12 +169,8 @@ pub trait Storage: UserStore + DeviceStore + AccountDataStore + RegistrationToke
 /// Opens the database named by the URL (`sqlite://PATH` or `postgres://...`) and applies migrations.
 pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Storage>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            postgres::PgStore::open(url, max_connections).await?,
-        ))
+        Ok(Arc::new(postgres::PgStore::open(url, max_connections).await?))
     } else {
-        Ok(Arc::new(
-            sqlite::SqliteStore::open(url, max_connections).await?,
-        ))
+        Ok(Arc::new(sqlite::SqliteStore::open(url, max_connections).await?))
     }
 }

@@ -20,10 +20,7 @@ impl PgStore {
             .connect(url)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self {
-            read: pool.clone(),
-            write: pool,
-        })
+        Ok(Self { read: pool.clone(), write: pool })
     }
 }
 
@@ -36,10 +33,7 @@ impl Storage for PgStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.read.size(),
-            idle: self.read.num_idle() as u32,
-        }
+        PoolStats { size: self.read.size(), idle: self.read.num_idle() as u32 }
     }
 
     async fn close(&self) {

@@ -283,25 +283,6 @@ macro_rules! impl_shared_sql {
                 tx.commit().await?;
                 Ok(revoked)
             }
-
-            async fn revoke_access_token(&self, hash: &str) -> $crate::storage::Result<()> {
-                let mut tx = self.write.begin().await?;
-                let owner: Option<(String, String)> = sqlx::query_as(
-                    "DELETE FROM access_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
-                )
-                .bind(hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some((user_id, device_id)) = owner {
-                    sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2")
-                        .bind(&user_id)
-                        .bind(&device_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
         }
 
         #[async_trait::async_trait]

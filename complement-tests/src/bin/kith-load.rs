@@ -54,9 +54,7 @@ fn scenarios_help() -> String {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
     let secs = match unit {
@@ -86,10 +84,7 @@ async fn main() -> ExitCode {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("reqwest client");
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let ctx = Arc::new(Ctx {
         http,
         base: args.url.trim_end_matches('/').to_owned(),
@@ -106,14 +101,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "running for {:?} with {} workers ...",
-        args.duration, args.concurrency
-    );
-    let limits = Limits {
-        duration: args.duration,
-        max_requests: args.requests,
-    };
+    eprintln!("running for {:?} with {} workers ...", args.duration, args.concurrency);
+    let limits = Limits { duration: args.duration, max_requests: args.requests };
     let report = runner::run(ctx, scenario, def.name, limits, args.server_pid).await;
     print!("{}", report.text());
     if let Some(path) = &args.json {

@@ -21,12 +21,7 @@ pub fn prepare(ctx: &Ctx) -> BoxFuture<'_, Result<Arc<dyn Scenario>, String>> {
 }
 
 impl Scenario for Login {
-    fn request<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        worker: usize,
-        _seq: u64,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    fn request<'a>(&'a self, ctx: &'a Ctx, worker: usize, _seq: u64) -> BoxFuture<'a, Result<(), String>> {
         async move {
             let user = &self.users[worker % self.users.len()];
             let body = json!({
@@ -34,14 +29,7 @@ impl Scenario for Login {
                 "identifier": { "type": "m.id.user", "user": user.localpart },
                 "password": user.password,
             });
-            let (status, resp) = ctx
-                .send(
-                    reqwest::Method::POST,
-                    "/_matrix/client/v3/login",
-                    None,
-                    Some(&body),
-                )
-                .await?;
+            let (status, resp) = ctx.send(reqwest::Method::POST, "/_matrix/client/v3/login", None, Some(&body)).await?;
             if status != 200 || !resp["access_token"].is_string() {
                 return Err(format!("login: {status} {resp}"));
             }

@@ -45,12 +45,7 @@ pub struct Session {
 pub trait Scenario: Send + Sync {
     /// Performs one operation for `worker` (0..concurrency), its `seq`-th.
     /// `Err` counts as an error and is sampled into the report.
-    fn request<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        worker: usize,
-        seq: u64,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    fn request<'a>(&'a self, ctx: &'a Ctx, worker: usize, seq: u64) -> BoxFuture<'a, Result<(), String>>;
 }
 
 pub type Prepare = for<'a> fn(&'a Ctx) -> BoxFuture<'a, Result<Arc<dyn Scenario>, String>>;
@@ -108,19 +103,13 @@ impl Ctx {
         let resp = req.send().await.map_err(|e| format!("{path}: {e}"))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| format!("{path}: {e}"))?;
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
     /// Registers `localpart` (dummy flow or shared secret) and returns its session.
     pub async fn register(&self, localpart: &str, password: &str) -> Result<Session, String> {
         let body = match &self.shared_secret {
-            Some(secret) => {
-                self.register_shared_secret(secret, localpart, password)
-                    .await?
-            }
+            Some(secret) => self.register_shared_secret(secret, localpart, password).await?,
             None => self.register_dummy(localpart, password).await?,
         };
         let field = |name: &str| {
@@ -141,33 +130,21 @@ impl Ctx {
     async fn register_dummy(&self, localpart: &str, password: &str) -> Result<Value, String> {
         let path = "/_matrix/client/v3/register";
         let mut body = json!({ "username": localpart, "password": password });
-        let (status, first) = self
-            .send(reqwest::Method::POST, path, None, Some(&body))
-            .await?;
+        let (status, first) = self.send(reqwest::Method::POST, path, None, Some(&body)).await?;
         if status != 401 {
-            return Err(format!(
-                "register {localpart}: expected 401, got {status} {first}"
-            ));
+            return Err(format!("register {localpart}: expected 401, got {status} {first}"));
         }
-        let session = first["session"]
-            .as_str()
-            .ok_or_else(|| format!("register {localpart}: no UIA session in {first}"))?;
+        let session =
+            first["session"].as_str().ok_or_else(|| format!("register {localpart}: no UIA session in {first}"))?;
         body["auth"] = json!({ "type": "m.login.dummy", "session": session });
-        let (status, body) = self
-            .send(reqwest::Method::POST, path, None, Some(&body))
-            .await?;
+        let (status, body) = self.send(reqwest::Method::POST, path, None, Some(&body)).await?;
         if status != 200 {
             return Err(format!("register {localpart}: {status} {body}"));
         }
         Ok(body)
     }
 
-    async fn register_shared_secret(
-        &self,
-        secret: &str,
-        localpart: &str,
-        password: &str,
-    ) -> Result<Value, String> {
+    async fn register_shared_secret(&self, secret: &str, localpart: &str, password: &str) -> Result<Value, String> {
         let path = "/_synapse/admin/v1/register";
         let (status, body) = self.send(reqwest::Method::GET, path, None, None).await?;
         let nonce = match (status, body["nonce"].as_str()) {
@@ -179,13 +156,9 @@ impl Ctx {
             "nonce": nonce, "username": localpart, "password": password,
             "admin": false, "mac": mac,
         });
-        let (status, body) = self
-            .send(reqwest::Method::POST, path, None, Some(&req))
-            .await?;
+        let (status, body) = self.send(reqwest::Method::POST, path, None, Some(&req)).await?;
         if status != 200 {
-            return Err(format!(
-                "shared-secret register {localpart}: {status} {body}"
-            ));
+            return Err(format!("shared-secret register {localpart}: {status} {body}"));
         }
         Ok(body)
     }

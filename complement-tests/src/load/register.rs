@@ -14,17 +14,10 @@ pub fn prepare(_ctx: &Ctx) -> BoxFuture<'_, Result<Arc<dyn Scenario>, String>> {
 }
 
 impl Scenario for Register {
-    fn request<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        worker: usize,
-        seq: u64,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    fn request<'a>(&'a self, ctx: &'a Ctx, worker: usize, seq: u64) -> BoxFuture<'a, Result<(), String>> {
         async move {
             let localpart = format!("{}_r{worker}_{seq}", ctx.run_id);
-            ctx.register(&localpart, "load-test-password")
-                .await
-                .map(drop)
+            ctx.register(&localpart, "load-test-password").await.map(drop)
         }
         .boxed()
     }

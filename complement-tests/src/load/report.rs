@@ -110,12 +110,7 @@ impl Report {
         let requests = histogram.len();
         let server = server.map(|(before, after)| {
             let cpu = after.cpu_seconds - before.cpu_seconds;
-            ServerStats {
-                cpu_seconds: cpu,
-                cpu_cores: cpu / secs,
-                rss_kib: after.rss_kib,
-                hwm_kib: after.hwm_kib,
-            }
+            ServerStats { cpu_seconds: cpu, cpu_cores: cpu / secs, rss_kib: after.rss_kib, hwm_kib: after.hwm_kib }
         });
         Report {
             scenario: scenario.to_owned(),

@@ -51,11 +51,7 @@ pub async fn run(
         let scenario = scenario.clone();
         let started = started_requests.clone();
         tasks.push(tokio::spawn(async move {
-            let mut result = WorkerResult {
-                histogram: new_histogram(),
-                errors: 0,
-                samples: Vec::new(),
-            };
+            let mut result = WorkerResult { histogram: new_histogram(), errors: 0, samples: Vec::new() };
             let mut seq = 0u64;
             loop {
                 if Instant::now() >= deadline {
@@ -68,15 +64,11 @@ pub async fn run(
                 }
                 let t = Instant::now();
                 let remaining = deadline.saturating_duration_since(t);
-                let outcome = tokio::time::timeout(
-                    remaining + Duration::from_secs(30),
-                    scenario.request(&ctx, worker, seq),
-                )
-                .await
-                .unwrap_or_else(|_| Err("request timed out".to_owned()));
-                let micros = u64::try_from(t.elapsed().as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
+                let outcome =
+                    tokio::time::timeout(remaining + Duration::from_secs(30), scenario.request(&ctx, worker, seq))
+                        .await
+                        .unwrap_or_else(|_| Err("request timed out".to_owned()));
+                let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
                 result.histogram.saturating_record(micros);
                 if let Err(e) = outcome {
                     result.errors += 1;
@@ -95,9 +87,7 @@ pub async fn run(
     let mut samples = Vec::new();
     for task in tasks {
         let result = task.await.expect("worker task panicked");
-        histogram
-            .add(&result.histogram)
-            .expect("same histogram bounds");
+        histogram.add(&result.histogram).expect("same histogram bounds");
         errors += result.errors;
         for s in result.samples {
             if samples.len() < ERROR_SAMPLES {

@@ -20,21 +20,11 @@ pub fn prepare(ctx: &Ctx) -> BoxFuture<'_, Result<Arc<dyn Scenario>, String>> {
 }
 
 impl Scenario for Whoami {
-    fn request<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        worker: usize,
-        _seq: u64,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    fn request<'a>(&'a self, ctx: &'a Ctx, worker: usize, _seq: u64) -> BoxFuture<'a, Result<(), String>> {
         async move {
             let user = &self.users[worker % self.users.len()];
             let (status, resp) = ctx
-                .send(
-                    reqwest::Method::GET,
-                    "/_matrix/client/v3/account/whoami",
-                    Some(&user.access_token),
-                    None,
-                )
+                .send(reqwest::Method::GET, "/_matrix/client/v3/account/whoami", Some(&user.access_token), None)
                 .await?;
             if status != 200 || resp["user_id"] != user.user_id.as_str() {
                 return Err(format!("whoami: {status} {resp}"));

@@ -18,47 +18,19 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/client/v3/account/password", post(change_password))
         .route("/_matrix/client/v3/account/deactivate", post(deactivate))
-        .route(
-            "/_matrix/client/v3/account/3pid",
-            get(list_threepids).post(threepid_denied),
-        )
+        .route("/_matrix/client/v3/account/3pid", get(list_threepids).post(threepid_denied))
         .route("/_matrix/client/v3/account/3pid/add", post(threepid_denied))
-        .route(
-            "/_matrix/client/v3/account/3pid/bind",
-            post(threepid_denied),
-        )
-        .route(
-            "/_matrix/client/v3/account/3pid/delete",
-            post(threepid_unbind),
-        )
-        .route(
-            "/_matrix/client/v3/account/3pid/unbind",
-            post(threepid_unbind),
-        )
-        .route(
-            "/_matrix/client/v3/account/3pid/email/requestToken",
-            post(threepid_denied),
-        )
-        .route(
-            "/_matrix/client/v3/account/3pid/msisdn/requestToken",
-            post(threepid_denied),
-        )
-        .route(
-            "/_matrix/client/v3/account/password/email/requestToken",
-            post(threepid_denied),
-        )
-        .route(
-            "/_matrix/client/v3/account/password/msisdn/requestToken",
-            post(threepid_denied),
-        )
+        .route("/_matrix/client/v3/account/3pid/bind", post(threepid_denied))
+        .route("/_matrix/client/v3/account/3pid/delete", post(threepid_unbind))
+        .route("/_matrix/client/v3/account/3pid/unbind", post(threepid_unbind))
+        .route("/_matrix/client/v3/account/3pid/email/requestToken", post(threepid_denied))
+        .route("/_matrix/client/v3/account/3pid/msisdn/requestToken", post(threepid_denied))
+        .route("/_matrix/client/v3/account/password/email/requestToken", post(threepid_denied))
+        .route("/_matrix/client/v3/account/password/msisdn/requestToken", post(threepid_denied))
 }
 
 /// Confirms the requester's identity with the m.login.password stage.
-pub(super) async fn require_password(
-    state: &AppState,
-    requester: &Requester,
-    auth: Option<&Value>,
-) -> Result<()> {
+pub(super) async fn require_password(state: &AppState, requester: &Requester, auth: Option<&Value>) -> Result<()> {
     let accounts = &state.services.accounts;
     state
         .services
@@ -66,23 +38,13 @@ pub(super) async fn require_password(
         .authenticate(auth, &[&[uia::PASSWORD]], json!({}), |_, auth| async move {
             let named = identifier_user(&auth).and_then(|u| accounts.resolve_user_id(u));
             if named.as_deref() != Some(requester.user_id.as_str()) {
-                return Ok(StageResult::Failed(Error::forbidden(
-                    "The identifier must name the logged-in user",
-                )));
+                return Ok(StageResult::Failed(Error::forbidden("The identifier must name the logged-in user")));
             }
-            let password = auth
-                .get("password")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            Ok(
-                match accounts
-                    .check_password(&requester.user_id, password)
-                    .await?
-                {
-                    Some(_) => StageResult::Done,
-                    None => StageResult::Failed(Error::forbidden("Invalid password")),
-                },
-            )
+            let password = auth.get("password").and_then(Value::as_str).unwrap_or_default();
+            Ok(match accounts.check_password(&requester.user_id, password).await? {
+                Some(_) => StageResult::Done,
+                None => StageResult::Failed(Error::forbidden("Invalid password")),
+            })
         })
         .await
         .map(|_| ())
@@ -105,13 +67,9 @@ async fn change_password(
     }
     require_password(&state, &auth.requester, body.auth.as_ref()).await?;
     let accounts = &state.services.accounts;
-    accounts
-        .set_password(&auth.requester.user_id, body.new_password)
-        .await?;
+    accounts.set_password(&auth.requester.user_id, body.new_password).await?;
     if body.logout_devices.unwrap_or(true) {
-        accounts
-            .logout_all(&auth.requester.user_id, Some(&auth.requester.device_id))
-            .await?;
+        accounts.revoke_sessions_except(&auth.requester.user_id, Some(&auth.requester.device_id)).await?;
     }
     Ok(axum::Json(json!({})))
 }
@@ -127,14 +85,8 @@ async fn deactivate(
     Json(body): Json<DeactivateBody>,
 ) -> Result<axum::Json<Value>> {
     require_password(&state, &auth.requester, body.auth.as_ref()).await?;
-    state
-        .services
-        .accounts
-        .deactivate(&auth.requester.user_id)
-        .await?;
-    Ok(axum::Json(
-        json!({ "id_server_unbind_result": "no-support" }),
-    ))
+    state.services.accounts.deactivate(&auth.requester.user_id).await?;
+    Ok(axum::Json(json!({ "id_server_unbind_result": "no-support" })))
 }
 
 async fn list_threepids(_auth: Auth) -> axum::Json<Value> {

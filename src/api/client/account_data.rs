@@ -11,22 +11,13 @@ use crate::error::{Error, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/_matrix/client/v3/user/{user_id}/account_data/{data_type}",
-            get(get_global).put(put_global),
-        )
+        .route("/_matrix/client/v3/user/{user_id}/account_data/{data_type}", get(get_global).put(put_global))
         .route(
             "/_matrix/client/v3/user/{user_id}/rooms/{room_id}/account_data/{data_type}",
             get(get_room).put(put_room),
         )
-        .route(
-            "/_matrix/client/v3/user/{user_id}/filter",
-            post(create_filter),
-        )
-        .route(
-            "/_matrix/client/v3/user/{user_id}/filter/{filter_id}",
-            get(get_filter),
-        )
+        .route("/_matrix/client/v3/user/{user_id}/filter", post(create_filter))
+        .route("/_matrix/client/v3/user/{user_id}/filter/{filter_id}", get(get_filter))
 }
 
 /// Types the server maintains itself, which clients may not set here.
@@ -42,9 +33,7 @@ fn check_settable(data_type: &str) -> Result<()> {
 }
 
 fn check_room_id(room_id: &str) -> Result<()> {
-    ruma::RoomId::parse(room_id)
-        .map(|_| ())
-        .map_err(|_| Error::invalid_param("Invalid room id"))
+    ruma::RoomId::parse(room_id).map(|_| ()).map_err(|_| Error::invalid_param("Invalid room id"))
 }
 
 async fn get_global(
@@ -53,13 +42,7 @@ async fn get_global(
     Path((user_id, data_type)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "read account data")?;
-    Ok(axum::Json(
-        state
-            .services
-            .account_data
-            .get(&user_id, None, &data_type)
-            .await?,
-    ))
+    Ok(axum::Json(state.services.account_data.get(&user_id, None, &data_type).await?))
 }
 
 async fn put_global(
@@ -70,11 +53,7 @@ async fn put_global(
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "add account data")?;
     check_settable(&data_type)?;
-    state
-        .services
-        .account_data
-        .put(&user_id, None, &data_type, &content)
-        .await?;
+    state.services.account_data.put(&user_id, None, &data_type, &content).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -85,13 +64,7 @@ async fn get_room(
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "read account data")?;
     check_room_id(&room_id)?;
-    Ok(axum::Json(
-        state
-            .services
-            .account_data
-            .get(&user_id, Some(&room_id), &data_type)
-            .await?,
-    ))
+    Ok(axum::Json(state.services.account_data.get(&user_id, Some(&room_id), &data_type).await?))
 }
 
 async fn put_room(
@@ -103,11 +76,7 @@ async fn put_room(
     super::require_self(&auth.requester, &user_id, "add account data")?;
     check_room_id(&room_id)?;
     check_settable(&data_type)?;
-    state
-        .services
-        .account_data
-        .put(&user_id, Some(&room_id), &data_type, &content)
-        .await?;
+    state.services.account_data.put(&user_id, Some(&room_id), &data_type, &content).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -118,11 +87,7 @@ async fn create_filter(
     Json(filter): Json<Value>,
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "create filters")?;
-    let filter_id = state
-        .services
-        .account_data
-        .create_filter(&user_id, &filter)
-        .await?;
+    let filter_id = state.services.account_data.create_filter(&user_id, &filter).await?;
     Ok(axum::Json(json!({ "filter_id": filter_id })))
 }
 
@@ -132,11 +97,5 @@ async fn get_filter(
     Path((user_id, filter_id)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "read filters")?;
-    Ok(axum::Json(
-        state
-            .services
-            .account_data
-            .get_filter(&user_id, &filter_id)
-            .await?,
-    ))
+    Ok(axum::Json(state.services.account_data.get_filter(&user_id, &filter_id).await?))
 }

@@ -14,10 +14,7 @@ use crate::storage::DeviceRecord;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/client/v3/devices", get(list))
-        .route(
-            "/_matrix/client/v3/devices/{device_id}",
-            get(get_one).put(update).delete(delete_one),
-        )
+        .route("/_matrix/client/v3/devices/{device_id}", get(get_one).put(update).delete(delete_one))
         .route("/_matrix/client/v3/delete_devices", post(delete_many))
 }
 
@@ -36,14 +33,8 @@ fn device_json(device: &DeviceRecord) -> Value {
 }
 
 async fn list(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<Value>> {
-    let devices = state
-        .services
-        .storage
-        .list_devices(&auth.requester.user_id)
-        .await?;
-    Ok(axum::Json(
-        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
-    ))
+    let devices = state.services.storage.list_devices(&auth.requester.user_id).await?;
+    Ok(axum::Json(json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() })))
 }
 
 async fn get_one(
@@ -51,11 +42,7 @@ async fn get_one(
     auth: Auth,
     Path(device_id): Path<String>,
 ) -> Result<axum::Json<Value>> {
-    let device = state
-        .services
-        .storage
-        .get_device(&auth.requester.user_id, &device_id)
-        .await?;
+    let device = state.services.storage.get_device(&auth.requester.user_id, &device_id).await?;
     let device = device.ok_or_else(|| Error::not_found("No such device"))?;
     Ok(axum::Json(device_json(&device)))
 }
@@ -72,14 +59,7 @@ async fn update(
     Json(body): Json<UpdateBody>,
 ) -> Result<axum::Json<Value>> {
     let storage = &state.services.storage;
-    if !storage
-        .set_device_display_name(
-            &auth.requester.user_id,
-            &device_id,
-            body.display_name.as_deref(),
-        )
-        .await?
-    {
+    if !storage.set_device_display_name(&auth.requester.user_id, &device_id, body.display_name.as_deref()).await? {
         return Err(Error::not_found("No such device"));
     }
     Ok(axum::Json(json!({})))
@@ -97,11 +77,7 @@ async fn delete_one(
     Json(body): Json<DeleteOneBody>,
 ) -> Result<axum::Json<Value>> {
     super::account::require_password(&state, &auth.requester, body.auth.as_ref()).await?;
-    state
-        .services
-        .accounts
-        .delete_devices(&auth.requester.user_id, &[device_id])
-        .await?;
+    state.services.accounts.delete_devices(&auth.requester.user_id, &[device_id]).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -117,10 +93,6 @@ async fn delete_many(
     Json(body): Json<DeleteManyBody>,
 ) -> Result<axum::Json<Value>> {
     super::account::require_password(&state, &auth.requester, body.auth.as_ref()).await?;
-    state
-        .services
-        .accounts
-        .delete_devices(&auth.requester.user_id, &body.devices)
-        .await?;
+    state.services.accounts.delete_devices(&auth.requester.user_id, &body.devices).await?;
     Ok(axum::Json(json!({})))
 }

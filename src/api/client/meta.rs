@@ -28,9 +28,7 @@ async fn versions() -> Json<Value> {
 async fn well_known_client(State(state): State<AppState>) -> Result<Json<Value>> {
     let base_url = &state.services.config.well_known.client;
     if base_url.is_empty() {
-        return Err(Error::not_found(
-            "No client discovery information is configured",
-        ));
+        return Err(Error::not_found("No client discovery information is configured"));
     }
     Ok(Json(json!({ "m.homeserver": { "base_url": base_url } })))
 }
@@ -44,10 +42,8 @@ async fn well_known_server(State(state): State<AppState>) -> Result<Json<Value>>
 }
 
 async fn capabilities(State(state): State<AppState>, _auth: Auth) -> Json<Value> {
-    let available: serde_json::Map<String, Value> = room_versions::SUPPORTED
-        .iter()
-        .map(|v| (v.to_string(), json!("stable")))
-        .collect();
+    let available: serde_json::Map<String, Value> =
+        room_versions::SUPPORTED.iter().map(|v| (v.to_string(), json!("stable"))).collect();
     Json(json!({
         "capabilities": {
             "m.change_password": { "enabled": true },

@@ -26,16 +26,10 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Only the owner may act on their own user-scoped resources.
-fn require_self(
-    requester: &crate::service::auth::Requester,
-    user_id: &str,
-    what: &str,
-) -> crate::error::Result<()> {
+fn require_self(requester: &crate::service::auth::Requester, user_id: &str, what: &str) -> crate::error::Result<()> {
     if requester.user_id == user_id {
         Ok(())
     } else {
-        Err(crate::error::Error::forbidden(format!(
-            "Cannot {what} for other users"
-        )))
+        Err(crate::error::Error::forbidden(format!("Cannot {what} for other users")))
     }
 }

@@ -13,10 +13,7 @@ use crate::service::accounts::ProfileField;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/client/v3/profile/{user_id}", get(get_profile))
-        .route(
-            "/_matrix/client/v3/profile/{user_id}/{key}",
-            get(get_field).put(set_field).delete(delete_field),
-        )
+        .route("/_matrix/client/v3/profile/{user_id}/{key}", get(get_field).put(set_field).delete(delete_field))
 }
 
 fn profile_json(displayname: Option<String>, avatar_url: Option<String>) -> Value {
@@ -30,17 +27,13 @@ fn profile_json(displayname: Option<String>, avatar_url: Option<String>) -> Valu
     Value::Object(body)
 }
 
-async fn get_profile(
-    State(state): State<AppState>,
-    Path(user_id): Path<String>,
-) -> Result<axum::Json<Value>> {
+async fn get_profile(State(state): State<AppState>, Path(user_id): Path<String>) -> Result<axum::Json<Value>> {
     let (displayname, avatar_url) = state.services.accounts.profile(&user_id).await?;
     Ok(axum::Json(profile_json(displayname, avatar_url)))
 }
 
 fn field(key: &str) -> Result<ProfileField> {
-    ProfileField::parse(key)
-        .ok_or_else(|| Error::not_found(format!("Profile field {key} is not supported")))
+    ProfileField::parse(key).ok_or_else(|| Error::not_found(format!("Profile field {key} is not supported")))
 }
 
 async fn get_field(
@@ -66,32 +59,21 @@ async fn set_field(
     Json(body): Json<Map<String, Value>>,
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "set the profile")?;
-    let field = ProfileField::parse(&key).ok_or_else(|| {
-        Error::forbidden(format!("Profile field {key} cannot be set on this server"))
-    })?;
+    let field = ProfileField::parse(&key)
+        .ok_or_else(|| Error::forbidden(format!("Profile field {key} cannot be set on this server")))?;
     let value = match body.get(&key) {
         Some(Value::String(s)) => Some(s.as_str()),
         Some(Value::Null) => None,
         Some(_) => return Err(Error::bad_json(format!("{key} must be a string"))),
         None => return Err(Error::missing_param(format!("The body must contain {key}"))),
     };
-    if field == ProfileField::AvatarUrl
-        && value.is_some_and(|v| !v.is_empty() && !v.starts_with("mxc://"))
-    {
+    if field == ProfileField::AvatarUrl && value.is_some_and(|v| !v.is_empty() && !v.starts_with("mxc://")) {
         return Err(Error::invalid_param("avatar_url must be an mxc:// URI"));
     }
     if value.is_some_and(|v| v.len() > 1024) {
-        return Err(Error::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "M_PROFILE_TOO_LARGE",
-            "The value is too long",
-        ));
+        return Err(Error::new(axum::http::StatusCode::BAD_REQUEST, "M_PROFILE_TOO_LARGE", "The value is too long"));
     }
-    state
-        .services
-        .accounts
-        .set_profile_field(&user_id, field, value.filter(|v| !v.is_empty()))
-        .await?;
+    state.services.accounts.set_profile_field(&user_id, field, value.filter(|v| !v.is_empty())).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -101,13 +83,8 @@ async fn delete_field(
     Path((user_id, key)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "change the profile")?;
-    let field = ProfileField::parse(&key).ok_or_else(|| {
-        Error::forbidden(format!("Profile field {key} cannot be set on this server"))
-    })?;
-    state
-        .services
-        .accounts
-        .set_profile_field(&user_id, field, None)
-        .await?;
+    let field = ProfileField::parse(&key)
+        .ok_or_else(|| Error::forbidden(format!("Profile field {key} cannot be set on this server")))?;
+    state.services.accounts.set_profile_field(&user_id, field, None).await?;
     Ok(axum::Json(json!({})))
 }

@@ -21,18 +21,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/client/v3/register", post(register))
         .route("/_matrix/client/v3/register/available", get(available))
-        .route(
-            "/_matrix/client/v1/register/m.login.registration_token/validity",
-            get(token_validity),
-        )
-        .route(
-            "/_matrix/client/v3/register/email/requestToken",
-            post(super::account::threepid_denied),
-        )
-        .route(
-            "/_matrix/client/v3/register/msisdn/requestToken",
-            post(super::account::threepid_denied),
-        )
+        .route("/_matrix/client/v1/register/m.login.registration_token/validity", get(token_validity))
+        .route("/_matrix/client/v3/register/email/requestToken", post(super::account::threepid_denied))
+        .route("/_matrix/client/v3/register/msisdn/requestToken", post(super::account::threepid_denied))
 }
 
 #[derive(Deserialize)]
@@ -64,9 +55,7 @@ async fn register(
         None | Some("user") => false,
         Some("guest") => true,
         Some(other) => {
-            return Err(Error::invalid_param(format!(
-                "Unknown account kind {other:?}"
-            )));
+            return Err(Error::invalid_param(format!("Unknown account kind {other:?}")));
         }
     };
     services.rate_limiter.check(Action::Register, &ip)?;
@@ -102,10 +91,7 @@ async fn register(
         None => format!("u{}", crate::service::secrets::random_id(12).to_lowercase()),
     };
     services.accounts.is_available(&localpart).await?;
-    let password = body
-        .password
-        .clone()
-        .ok_or_else(|| Error::missing_param("A password is required"))?;
+    let password = body.password.clone().ok_or_else(|| Error::missing_param("A password is required"))?;
     if password.len() > MAX_PASSWORD_LEN {
         return Err(Error::invalid_param("The password is too long"));
     }
@@ -113,36 +99,28 @@ async fn register(
     let registration = &services.registration;
     let completed = services
         .uia
-        .authenticate(
-            body.auth.as_ref(),
-            flows,
-            json!({}),
-            |stage, auth| async move {
-                Ok(match stage.as_str() {
-                    uia::DUMMY => StageResult::Done,
-                    uia::REGISTRATION_TOKEN => {
-                        let token = auth
-                            .get("token")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
-                        if registration.token_valid(token).await? {
-                            StageResult::Done
-                        } else {
-                            StageResult::Failed(Error::new(
-                                axum::http::StatusCode::UNAUTHORIZED,
-                                "M_UNAUTHORIZED",
-                                "Invalid registration token",
-                            ))
-                        }
+        .authenticate(body.auth.as_ref(), flows, json!({}), |stage, auth| async move {
+            Ok(match stage.as_str() {
+                uia::DUMMY => StageResult::Done,
+                uia::REGISTRATION_TOKEN => {
+                    let token = auth.get("token").and_then(Value::as_str).unwrap_or_default();
+                    if registration.token_valid(token).await? {
+                        StageResult::Done
+                    } else {
+                        StageResult::Failed(Error::new(
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "M_UNAUTHORIZED",
+                            "Invalid registration token",
+                        ))
                     }
-                    _ => StageResult::Failed(Error::new(
-                        axum::http::StatusCode::BAD_REQUEST,
-                        "M_UNRECOGNIZED",
-                        "Unknown stage",
-                    )),
-                })
-            },
-        )
+                }
+                _ => StageResult::Failed(Error::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "M_UNRECOGNIZED",
+                    "Unknown stage",
+                )),
+            })
+        })
         .await?;
 
     let mut is_admin = false;
@@ -152,10 +130,7 @@ async fn register(
             None => return Err(Error::forbidden("The registration token has been used up")),
         }
     }
-    let user_id = services
-        .accounts
-        .create(&localpart, Some(password), is_admin, false)
-        .await?;
+    let user_id = services.accounts.create(&localpart, Some(password), is_admin, false).await?;
     respond(&state, user_id, session, body.inhibit_login).await
 }
 
@@ -168,11 +143,7 @@ async fn respond(
     if inhibit_login {
         return Ok(axum::Json(json!({ "user_id": user_id })));
     }
-    let tokens = state
-        .services
-        .accounts
-        .start_session(&user_id, session)
-        .await?;
+    let tokens = state.services.accounts.start_session(&user_id, session).await?;
     Ok(axum::Json(super::session::session_json(&tokens)))
 }
 
@@ -187,11 +158,7 @@ async fn available(
     Query(query): Query<AvailableQuery>,
 ) -> Result<axum::Json<Value>> {
     state.services.rate_limiter.check(Action::Register, &ip)?;
-    state
-        .services
-        .accounts
-        .is_available(&query.username)
-        .await?;
+    state.services.accounts.is_available(&query.username).await?;
     Ok(axum::Json(json!({ "available": true })))
 }
 
@@ -206,15 +173,9 @@ async fn token_validity(
     Query(query): Query<TokenQuery>,
 ) -> Result<axum::Json<Value>> {
     if state.services.registration.mode() != RegistrationMode::Token {
-        return Err(Error::forbidden(
-            "Registration tokens are not in use on this server",
-        ));
+        return Err(Error::forbidden("Registration tokens are not in use on this server"));
     }
     state.services.rate_limiter.check(Action::Register, &ip)?;
-    let valid = state
-        .services
-        .registration
-        .token_valid(&query.token)
-        .await?;
+    let valid = state.services.registration.token_valid(&query.token).await?;
     Ok(axum::Json(json!({ "valid": valid })))
 }

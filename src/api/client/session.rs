@@ -62,18 +62,11 @@ async fn login(
 ) -> Result<axum::Json<Value>> {
     let services = &state.services;
     if body.kind != "m.login.password" {
-        return Err(Error::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "M_UNKNOWN",
-            "Unknown login type",
-        ));
+        return Err(Error::new(axum::http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unknown login type"));
     }
     let rest = Value::Object(body.rest);
-    let user = identifier_user(&rest)
-        .ok_or_else(|| Error::bad_json("A user identifier (m.id.user) is required"))?;
-    let password = body
-        .password
-        .ok_or_else(|| Error::missing_param("A password is required"))?;
+    let user = identifier_user(&rest).ok_or_else(|| Error::bad_json("A user identifier (m.id.user) is required"))?;
+    let password = body.password.ok_or_else(|| Error::missing_param("A password is required"))?;
     if password.len() > super::register::MAX_PASSWORD_LEN {
         return Err(Error::forbidden("Invalid username or password"));
     }
@@ -81,10 +74,7 @@ async fn login(
     if let Some(user_id) = services.accounts.resolve_user_id(user) {
         services.rate_limiter.check(Action::Login, &user_id)?;
     }
-    let user_id = services
-        .accounts
-        .login_with_password(user, &password)
-        .await?;
+    let user_id = services.accounts.login_with_password(user, &password).await?;
     let tokens = services
         .accounts
         .start_session(
@@ -104,10 +94,7 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(
-    State(state): State<AppState>,
-    Json(body): Json<RefreshBody>,
-) -> Result<axum::Json<Value>> {
+async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> Result<axum::Json<Value>> {
     let tokens = state.services.accounts.refresh(&body.refresh_token).await?;
     let mut response = session_json(&tokens);
     if let Some(object) = response.as_object_mut() {
@@ -118,16 +105,12 @@ async fn refresh(
 }
 
 async fn logout(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<Value>> {
-    state.services.accounts.logout(&auth.access_token).await?;
+    state.services.accounts.logout(&auth.requester).await?;
     Ok(axum::Json(json!({})))
 }
 
 async fn logout_all(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<Value>> {
-    state
-        .services
-        .accounts
-        .logout_all(&auth.requester.user_id, None)
-        .await?;
+    state.services.accounts.logout_all(&auth.requester.user_id).await?;
     Ok(axum::Json(json!({})))
 }
 
