@@ -24,7 +24,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let storage = storage::open(&config.database_url(), config.database.max_connections).await?;
     tracing::info!(engine = storage.engine(), "database ready");
     let signing_key = SigningKey::load_or_generate(&config.data_dir.join("signing.key"))?;
-    let services = Arc::new(Services::new(config.clone(), storage.clone(), signing_key));
+    let services = Arc::new(Services::new(config.clone(), storage.clone(), signing_key).await?);
 
     if let Some(token) = services.registration.bootstrap_token().await? {
         announce_bootstrap_token(&token);

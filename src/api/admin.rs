@@ -13,7 +13,31 @@ use crate::error::{Error, Result};
 use crate::service::accounts::SessionRequest;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/_synapse/admin/v1/register", get(nonce).post(register))
+    Router::new()
+        .route("/_synapse/admin/v1/register", get(nonce).post(register))
+        .route("/_kith/admin/v1/events/{event_id}/pdu", get(event_pdu))
+}
+
+/// An event's PDU exactly as stored, for debugging and for tests that verify
+/// hashes and signatures independently. Server admins only.
+async fn event_pdu(
+    State(state): State<AppState>,
+    auth: super::extract::Auth,
+    axum::extract::Path(event_id): axum::extract::Path<String>,
+) -> Result<axum::Json<Value>> {
+    let services = &state.services;
+    let is_admin = services.storage.get_user(&auth.requester.user_id).await?.is_some_and(|u| u.is_admin);
+    if !is_admin {
+        return Err(Error::forbidden("Server admins only"));
+    }
+    let event = services.storage.get_event(&event_id).await?.ok_or_else(|| Error::not_found("Unknown event"))?;
+    let (room_version, pdu) = services.rooms.raw_pdu(&event_id).await?;
+    Ok(axum::Json(json!({
+        "room_version": room_version,
+        "event_id": event_id,
+        "redacted": event.redacted_by.is_some(),
+        "pdu": pdu,
+    })))
 }
 
 async fn nonce(State(state): State<AppState>) -> Result<axum::Json<Value>> {

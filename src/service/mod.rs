@@ -7,6 +7,7 @@ pub mod password;
 pub mod rate_limit;
 pub mod registration;
 pub mod room_versions;
+pub mod rooms;
 pub mod secrets;
 pub mod signing_key;
 pub mod uia;
@@ -27,15 +28,24 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub uia: uia::Uia,
     pub rate_limiter: rate_limit::RateLimiter,
-    pub signing_key: signing_key::SigningKey,
+    pub signing_key: Arc<signing_key::SigningKey>,
+    pub rooms: rooms::Rooms,
 }
 
 use auth::Authenticator;
 
 impl Services {
-    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, signing_key: signing_key::SigningKey) -> Self {
+    pub async fn new(
+        config: Arc<Config>,
+        storage: Arc<dyn Storage>,
+        signing_key: signing_key::SigningKey,
+    ) -> crate::error::Result<Self> {
         let auth = Arc::new(Authenticator::new(storage.clone()));
-        Self {
+        let signing_key = Arc::new(signing_key);
+        let notify: Arc<dyn Fn(&crate::storage::StoredEvent) + Send + Sync> = Arc::new(|_| {});
+        let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notify).await?;
+        Ok(Self {
+            rooms,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone()),
             registration: registration::Registration::new(config.clone(), storage.clone()),
             account_data: account_data::AccountData::new(storage.clone()),
@@ -45,7 +55,7 @@ impl Services {
             auth,
             storage,
             config,
-        }
+        })
     }
 }
 

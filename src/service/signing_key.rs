@@ -41,6 +41,10 @@ impl SigningKey {
         Ok(Self { pair })
     }
 
+    pub fn pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
     pub fn key_id(&self) -> String {
         format!("ed25519:{}", self.pair.version())
     }

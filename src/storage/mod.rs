@@ -6,7 +6,9 @@
 //! knows Matrix error codes.
 
 mod postgres;
+mod rooms;
 mod sql;
+mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -153,6 +155,8 @@ pub trait RegistrationTokenStore: Send + Sync {
     async fn use_registration_token(&self, token_hash: &str, now: i64) -> Result<Option<bool>>;
 }
 
+pub use rooms::*;
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct PoolStats {
     pub size: u32,
@@ -160,7 +164,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Storage: UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore {
+pub trait Storage: UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
     async fn close(&self);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::{PoolStats, Result, Storage, sql::impl_shared_sql};
+use super::{PoolStats, Result, Storage, sql::impl_shared_sql, sql_rooms::impl_room_sql};
 
 pub struct PgStore {
     pub(super) read: PgPool,
@@ -25,6 +25,7 @@ impl PgStore {
 }
 
 impl_shared_sql!(PgStore);
+impl_room_sql!(PgStore);
 
 #[async_trait]
 impl Storage for PgStore {

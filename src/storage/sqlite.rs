@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{PoolStats, Result, Storage, sql::impl_shared_sql};
+use super::{PoolStats, Result, Storage, sql::impl_shared_sql, sql_rooms::impl_room_sql};
 
 pub struct SqliteStore {
     pub(super) read: SqlitePool,
@@ -34,6 +34,7 @@ impl SqliteStore {
 }
 
 impl_shared_sql!(SqliteStore);
+impl_room_sql!(SqliteStore);
 
 #[async_trait]
 impl Storage for SqliteStore {

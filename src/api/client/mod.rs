@@ -3,9 +3,11 @@
 mod account;
 mod account_data;
 mod devices;
+mod directory;
 mod meta;
 mod profile;
 mod register;
+mod rooms;
 mod session;
 
 pub use register::MAX_PASSWORD_LEN;
@@ -23,6 +25,8 @@ pub fn routes() -> Router<AppState> {
         .merge(account::routes())
         .merge(profile::routes())
         .merge(account_data::routes())
+        .merge(rooms::routes())
+        .merge(directory::routes())
 }
 
 /// Only the owner may act on their own user-scoped resources.

@@ -1,0 +1,370 @@
+//! Reading rooms: single events, state, members and paginated history, each
+//! filtered by history visibility.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::Rooms;
+use super::format::{client_event, content};
+use super::visibility::VisibilityCheck;
+use crate::error::{Error, Result};
+use crate::storage::{Direction, StoredEvent};
+
+/// A position in a room's topological order: `t<depth>_<stream>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    pub depth: i64,
+    pub stream: i64,
+}
+
+impl Token {
+    pub fn parse(text: &str) -> Result<Self> {
+        let invalid = || Error::invalid_param(format!("Invalid pagination token {text:?}"));
+        let rest = text.strip_prefix('t').ok_or_else(invalid)?;
+        let (depth, stream) = rest.split_once('_').ok_or_else(invalid)?;
+        Ok(Self { depth: depth.parse().map_err(|_| invalid())?, stream: stream.parse().map_err(|_| invalid())? })
+    }
+
+    pub fn of(event: &StoredEvent) -> Self {
+        Self { depth: event.depth, stream: event.stream_ordering }
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "t{}_{}", self.depth, self.stream)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MessagesRequest {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub backward: bool,
+    pub limit: usize,
+    pub filter: Option<Value>,
+}
+
+pub struct MessagesResponse {
+    pub chunk: Vec<Value>,
+    pub start: String,
+    pub end: Option<String>,
+    pub state: Vec<Value>,
+}
+
+/// The room event filter fields /messages applies.
+#[derive(Default)]
+struct EventFilter {
+    types: Option<Vec<String>>,
+    not_types: Vec<String>,
+    senders: Option<Vec<String>>,
+    not_senders: Vec<String>,
+    contains_url: Option<bool>,
+    lazy_load_members: bool,
+}
+
+impl EventFilter {
+    fn parse(filter: Option<&Value>) -> Result<Self> {
+        let Some(filter) = filter else { return Ok(Self::default()) };
+        let strings = |key: &str| -> Result<Option<Vec<String>>> {
+            match filter.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(value) => serde_json::from_value(value.clone())
+                    .map(Some)
+                    .map_err(|_| Error::bad_json(format!("filter.{key} must be a list of strings"))),
+            }
+        };
+        Ok(Self {
+            types: strings("types")?,
+            not_types: strings("not_types")?.unwrap_or_default(),
+            senders: strings("senders")?,
+            not_senders: strings("not_senders")?.unwrap_or_default(),
+            contains_url: filter.get("contains_url").and_then(Value::as_bool),
+            lazy_load_members: filter.get("lazy_load_members").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    fn matches(&self, event: &StoredEvent, content: &Value) -> bool {
+        let type_matches = |pattern: &String| glob_match(pattern, &event.event_type);
+        if self.not_types.iter().any(type_matches) || self.not_senders.contains(&event.sender) {
+            return false;
+        }
+        if self.types.as_ref().is_some_and(|types| !types.iter().any(type_matches)) {
+            return false;
+        }
+        if self.senders.as_ref().is_some_and(|senders| !senders.contains(&event.sender)) {
+            return false;
+        }
+        if let Some(wanted) = self.contains_url {
+            let has_url = content.get("url").is_some_and(Value::is_string);
+            if has_url != wanted {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Event type patterns: `*` matches any run of characters.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(remaining) = text.strip_prefix(prefix) else { return false };
+            if rest.is_empty() {
+                return true;
+            }
+            (0..=remaining.len()).any(|i| remaining.is_char_boundary(i) && glob_match(rest, &remaining[i..]))
+        }
+    }
+}
+
+impl Rooms {
+    /// Client-format events, with `unsigned.redacted_because` filled in.
+    pub async fn format_events(&self, events: &[StoredEvent]) -> Result<Vec<Value>> {
+        let redaction_ids: Vec<String> = events.iter().filter_map(|e| e.redacted_by.clone()).collect();
+        let redactions: HashMap<String, StoredEvent> =
+            self.storage.get_events(&redaction_ids).await?.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+        events
+            .iter()
+            .map(|event| {
+                let because = match event.redacted_by.as_ref().and_then(|id| redactions.get(id)) {
+                    Some(redaction) => Some(client_event(redaction, None)?),
+                    None => None,
+                };
+                client_event(event, because)
+            })
+            .collect()
+    }
+
+    /// GET /rooms/{roomId}/event/{eventId}: 404 unless it exists and the user may see it.
+    pub async fn event_for_user(&self, room_id: &str, event_id: &str, user_id: &str) -> Result<Value> {
+        let not_found = || Error::not_found("Event not found");
+        let event = self.storage.get_event(event_id).await?.filter(|e| e.room_id == room_id).ok_or_else(not_found)?;
+        let mut check = VisibilityCheck::new(self, room_id, user_id).await?;
+        if !check.can_see(&event).await? {
+            return Err(not_found());
+        }
+        Ok(self.format_events(std::slice::from_ref(&event)).await?.remove(0))
+    }
+
+    /// The state a user may read: the current state while joined, or the state
+    /// when they left; 403 otherwise.
+    async fn readable_state(&self, room_id: &str, user_id: &str) -> Result<HashMap<(String, String), String>> {
+        self.room_version(room_id).await.map_err(|_| Error::forbidden("You are not a member of this room"))?;
+        let membership = self.storage.membership(room_id, user_id).await?;
+        match membership.as_ref().map(|m| m.membership.as_str()) {
+            Some("join") => Ok(self
+                .storage
+                .current_state(room_id)
+                .await?
+                .into_iter()
+                .map(|e| ((e.event_type, e.state_key), e.event_id))
+                .collect()),
+            Some("leave" | "ban") => {
+                let member = membership.expect("matched above");
+                let leave =
+                    self.storage.get_event(&member.event_id).await?.ok_or_else(|| Error::internal("missing"))?;
+                Ok((*self.state.full_state(leave.state_group).await?).clone())
+            }
+            _ => {
+                let visibility = self
+                    .state_content(room_id, "m.room.history_visibility", "")
+                    .await?
+                    .and_then(|c| c.get("history_visibility").and_then(Value::as_str).map(str::to_owned));
+                if visibility.as_deref() == Some("world_readable") {
+                    return Ok(self
+                        .storage
+                        .current_state(room_id)
+                        .await?
+                        .into_iter()
+                        .map(|e| ((e.event_type, e.state_key), e.event_id))
+                        .collect());
+                }
+                Err(Error::forbidden("You are not a member of this room"))
+            }
+        }
+    }
+
+    pub async fn state_for_user(&self, room_id: &str, user_id: &str) -> Result<Vec<Value>> {
+        let state = self.readable_state(room_id, user_id).await?;
+        let ids: Vec<String> = state.into_values().collect();
+        let mut events = self.storage.get_events(&ids).await?;
+        events.sort_by_key(|e| e.stream_ordering);
+        self.format_events(&events).await
+    }
+
+    pub async fn state_event_for_user(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Value> {
+        let state = self.readable_state(room_id, user_id).await?;
+        let event_id = state
+            .get(&(event_type.to_owned(), state_key.to_owned()))
+            .ok_or_else(|| Error::not_found("State event not found"))?;
+        let event = self.storage.get_event(event_id).await?.ok_or_else(|| Error::not_found("State event not found"))?;
+        content(&event)
+    }
+
+    /// GET /members: membership events, optionally filtered.
+    pub async fn members_for_user(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        membership: Option<&str>,
+        not_membership: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let state = self.readable_state(room_id, user_id).await?;
+        let ids: Vec<String> = state.into_iter().filter(|((t, _), _)| t == "m.room.member").map(|(_, id)| id).collect();
+        let mut events = self.storage.get_events(&ids).await?;
+        events.retain(|event| {
+            let value = content(event).ok();
+            let m = value.as_ref().and_then(|c| c.get("membership")).and_then(Value::as_str).unwrap_or("");
+            membership.is_none_or(|wanted| wanted == m) && not_membership.is_none_or(|unwanted| unwanted != m)
+        });
+        events.sort_by(|a, b| a.state_key.cmp(&b.state_key));
+        self.format_events(&events).await
+    }
+
+    /// GET /joined_members: only for joined users.
+    pub async fn joined_members(&self, room_id: &str, user_id: &str) -> Result<Value> {
+        self.room_version(room_id).await.map_err(|_| Error::forbidden("You are not joined to this room"))?;
+        self.require_joined(room_id, user_id).await?;
+        let members = self.storage.room_members(room_id).await?;
+        let ids: Vec<String> = members.into_iter().filter(|m| m.membership == "join").map(|m| m.event_id).collect();
+        let mut joined = Map::new();
+        for event in self.storage.get_events(&ids).await? {
+            let c = content(&event)?;
+            let mut profile = Map::new();
+            if let Some(name) = c.get("displayname").filter(|v| v.is_string()) {
+                profile.insert("display_name".into(), name.clone());
+            }
+            if let Some(url) = c.get("avatar_url").filter(|v| v.is_string()) {
+                profile.insert("avatar_url".into(), url.clone());
+            }
+            if let Some(user) = event.state_key {
+                joined.insert(user, Value::Object(profile));
+            }
+        }
+        Ok(json!({ "joined": joined }))
+    }
+
+    /// GET /messages: a page of visible events from a position, in either direction.
+    pub async fn messages(&self, room_id: &str, user_id: &str, request: MessagesRequest) -> Result<MessagesResponse> {
+        self.room_version(room_id).await.map_err(|_| Error::forbidden("You are not a member of this room"))?;
+        let mut check = VisibilityCheck::new(self, room_id, user_id).await?;
+        if check.current_membership().is_none() {
+            let readable = self.readable_state(room_id, user_id).await;
+            readable?;
+        }
+        let filter = EventFilter::parse(request.filter.as_ref())?;
+        let direction = if request.backward { Direction::Backward } else { Direction::Forward };
+        let start = match &request.from {
+            Some(from) => Token::parse(from)?,
+            None if request.backward => Token { depth: i64::MAX, stream: i64::MAX },
+            None => Token { depth: 0, stream: 0 },
+        };
+        let to = request.to.as_deref().map(Token::parse).transpose()?;
+        let limit = request.limit.clamp(1, 1000);
+
+        let mut chunk = Vec::new();
+        let mut position = start;
+        let mut exhausted = false;
+        // Filtered-out and invisible events do not count towards the limit, so a
+        // page may need several reads; each read is bounded.
+        'pages: while chunk.len() < limit {
+            let batch = self
+                .storage
+                .room_events_page(room_id, (position.depth, position.stream), direction, limit as i64)
+                .await?;
+            if batch.is_empty() {
+                exhausted = true;
+                break;
+            }
+            let batch_len = batch.len();
+            for event in batch {
+                let token = Token::of(&event);
+                if let Some(to) = to {
+                    let past = match direction {
+                        Direction::Backward => (token.depth, token.stream) < (to.depth, to.stream),
+                        Direction::Forward => (token.depth, token.stream) >= (to.depth, to.stream),
+                    };
+                    if past {
+                        exhausted = true;
+                        break 'pages;
+                    }
+                }
+                position = token;
+                if !check.can_see(&event).await? {
+                    continue;
+                }
+                let c = content(&event)?;
+                if filter.matches(&event, &c) {
+                    chunk.push(event);
+                    if chunk.len() == limit {
+                        break 'pages;
+                    }
+                }
+            }
+            if batch_len < limit {
+                exhausted = true;
+                break;
+            }
+        }
+
+        let state = if filter.lazy_load_members { self.lazy_members(room_id, &chunk).await? } else { Vec::new() };
+        let formatted = self.format_events(&chunk).await?;
+        let start_token = match &request.from {
+            Some(from) => from.clone(),
+            None => start.to_string(),
+        };
+        Ok(MessagesResponse {
+            chunk: formatted,
+            start: start_token,
+            end: (!exhausted).then(|| position.to_string()),
+            state,
+        })
+    }
+
+    /// The membership events of the senders in a page, for lazy-loading clients.
+    async fn lazy_members(&self, room_id: &str, events: &[StoredEvent]) -> Result<Vec<Value>> {
+        let mut senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let mut ids = Vec::new();
+        for sender in senders {
+            if let Some(id) = self.storage.current_state_event_id(room_id, "m.room.member", sender).await? {
+                ids.push(id);
+            }
+        }
+        let members = self.storage.get_events(&ids).await?;
+        self.format_events(&members).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        let token = Token { depth: 12, stream: 345 };
+        assert_eq!(Token::parse(&token.to_string()).unwrap(), token);
+        for bad in ["", "t", "t1", "x1_2", "t1_x", "t_1"] {
+            assert_eq!(Token::parse(bad).unwrap_err().errcode, "M_INVALID_PARAM", "{bad}");
+        }
+    }
+
+    #[test]
+    fn type_globs() {
+        assert!(glob_match("m.room.*", "m.room.message"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("m.*.message", "m.room.message"));
+        assert!(!glob_match("m.room.message", "m.room.messages"));
+        assert!(!glob_match("m.room.*", "m.call.invite"));
+    }
+}

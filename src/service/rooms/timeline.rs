@@ -1,0 +1,453 @@
+//! Appending events to a room: one writer per room builds, authorises, hashes,
+//! signs and persists each new event, so that rooms proceed in parallel while
+//! every room's graph stays linear and valid.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedUserId};
+use serde_json::Value;
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::pdu::{self, Pdu};
+use super::state::{StateMap, StateStore};
+use crate::error::{Error, Result};
+use crate::service::now_ms;
+use crate::service::signing_key::SigningKey;
+use crate::storage::{NewEvent, Storage, StoredEvent};
+
+/// Most prev_events one event names (the spec allows 20).
+const MAX_PREV_EVENTS: usize = 20;
+/// The spec's limit on the size of a PDU.
+const MAX_PDU_BYTES: usize = 65_536;
+
+/// What a client (or the server on its behalf) wants to add to a room.
+#[derive(Debug, Clone)]
+pub struct EventDraft {
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: Value,
+    /// For m.room.redaction: the event redacted.
+    pub redacts: Option<String>,
+}
+
+impl EventDraft {
+    pub fn state(kind: &str, state_key: &str, content: Value) -> Self {
+        Self { kind: kind.to_owned(), state_key: Some(state_key.to_owned()), content, redacts: None }
+    }
+    pub fn message(kind: &str, content: Value) -> Self {
+        Self { kind: kind.to_owned(), state_key: None, content, redacts: None }
+    }
+}
+
+/// Who sends, and the client transaction it came from.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub sender: &'a str,
+    pub txn: Option<(&'a str, &'a str)>,
+}
+
+/// What a room's writer knows about the room's head between events.
+struct RoomHead {
+    room_id: String,
+    version: String,
+    rules: RoomVersionRules,
+    /// Forward extremities: (event id, depth).
+    extremities: Vec<(String, i64)>,
+    state: Arc<StateMap>,
+    state_group: i64,
+    /// Number of state changes so far (the position of `state_group`).
+    position: i64,
+}
+
+/// A new room's first event decides its id (v12) and its head.
+pub struct NewRoom {
+    pub room_id: String,
+    pub version: String,
+}
+
+pub struct Timeline {
+    storage: Arc<dyn Storage>,
+    state: Arc<StateStore>,
+    signing_key: Arc<SigningKey>,
+    server_name: String,
+    /// One writer lock per room, created on first use and never evicted, so that
+    /// two writers can never exist for one room.
+    heads: Mutex<HashMap<String, Arc<AsyncMutex<Option<RoomHead>>>>>,
+    ids: super::ids::IdAllocator,
+    events: moka::future::Cache<String, Arc<Pdu>>,
+    notify: Arc<dyn Fn(&StoredEvent) + Send + Sync>,
+}
+
+impl Timeline {
+    pub async fn new(
+        storage: Arc<dyn Storage>,
+        state: Arc<StateStore>,
+        signing_key: Arc<SigningKey>,
+        server_name: String,
+        notify: Arc<dyn Fn(&StoredEvent) + Send + Sync>,
+    ) -> Result<Self> {
+        let ids = super::ids::IdAllocator::load(storage.as_ref()).await?;
+        Ok(Self {
+            storage,
+            state,
+            signing_key,
+            server_name,
+            heads: Mutex::new(HashMap::new()),
+            ids,
+            events: moka::future::Cache::builder().max_capacity(50_000).build(),
+            notify,
+        })
+    }
+
+    pub fn ids(&self) -> &super::ids::IdAllocator {
+        &self.ids
+    }
+
+    fn writer(&self, room_id: &str) -> Arc<AsyncMutex<Option<RoomHead>>> {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// A stored event parsed as a PDU, cached (events never change but by redaction,
+    /// which the auth rules do not look at).
+    pub async fn pdu(&self, event_id: &str, rules: &RoomVersionRules) -> Result<Option<Arc<Pdu>>> {
+        if let Some(pdu) = self.events.get(event_id).await {
+            return Ok(Some(pdu));
+        }
+        let Some(stored) = self.storage.get_event(event_id).await? else { return Ok(None) };
+        let id = OwnedEventId::try_from(stored.event_id.as_str()).map_err(Error::internal)?;
+        let pdu = Arc::new(Pdu::parse(id, &stored.json, rules)?);
+        self.events.insert(event_id.to_owned(), pdu.clone()).await;
+        Ok(Some(pdu))
+    }
+
+    async fn load_head(&self, room_id: &str) -> Result<RoomHead> {
+        let room = self.storage.get_room(room_id).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let rules = pdu::rules_for(&room.room_version)?;
+        let extremities = self.storage.forward_extremities(room_id).await?;
+        // Locally every room has one extremity; several would need state
+        // resolution, which arrives with federation: the deepest one wins until then.
+        let Some(latest) = extremities.first() else {
+            return Err(Error::internal(format!("room {room_id} has no forward extremities")));
+        };
+        let group = self.storage.state_group(latest.state_group).await?;
+        let state = self.state.full_state(latest.state_group).await?;
+        Ok(RoomHead {
+            room_id: room_id.to_owned(),
+            version: room.room_version,
+            rules,
+            extremities: extremities.iter().map(|e| (e.event_id.clone(), e.depth)).collect(),
+            state,
+            state_group: latest.state_group,
+            position: group.map(|g| g.position).unwrap_or(0),
+        })
+    }
+
+    /// Creates a room from its m.room.create content; returns the room id.
+    pub async fn create_room(&self, version: &str, sender: &str, content: Value) -> Result<NewRoom> {
+        let rules = pdu::rules_for(version)?;
+        let mut head = RoomHead {
+            room_id: String::new(),
+            version: version.to_owned(),
+            rules,
+            extremities: Vec::new(),
+            state: Arc::new(StateMap::new()),
+            state_group: 0,
+            position: 0,
+        };
+        if !head.rules.authorization.room_create_event_id_as_room_id {
+            head.room_id = format!("!{}:{}", crate::service::secrets::random_id(18), self.server_name);
+        }
+        let draft = EventDraft::state("m.room.create", "", content);
+        let (object, event_id) = self.build(&head, &Origin { sender, txn: None }, &draft).await?;
+        if head.rules.authorization.room_create_event_id_as_room_id {
+            head.room_id = format!("!{}", &event_id.as_str()[1..]);
+        }
+        let created = self
+            .storage
+            .create_room(
+                &crate::storage::RoomRecord {
+                    room_id: head.room_id.clone(),
+                    room_version: version.to_owned(),
+                    creator: sender.to_owned(),
+                    is_public: false,
+                },
+                now_ms(),
+            )
+            .await?;
+        if !created {
+            return Err(Error::internal("room id collision"));
+        }
+        let writer = self.writer(&head.room_id);
+        let mut guard = writer.lock().await;
+        self.authorize_and_persist(&mut head, object, event_id, &draft, &Origin { sender, txn: None }).await?;
+        let room = NewRoom { room_id: head.room_id.clone(), version: version.to_owned() };
+        *guard = Some(head);
+        Ok(room)
+    }
+
+    /// Appends an event to an existing room; returns its event id. A retried
+    /// client transaction returns the event it created the first time.
+    pub async fn append(&self, room_id: &str, origin: &Origin<'_>, draft: &EventDraft) -> Result<String> {
+        let writer = self.writer(room_id);
+        let mut guard = writer.lock().await;
+        if let Some((device, txn)) = origin.txn
+            && let Some(existing) = self.storage.txn_event_id(origin.sender, device, txn).await?
+        {
+            return Ok(existing);
+        }
+        if guard.is_none() {
+            *guard = Some(self.load_head(room_id).await?);
+        }
+        let head = guard.as_mut().expect("loaded above");
+        let (object, event_id) = self.build(head, origin, draft).await?;
+        self.authorize_and_persist(head, object, event_id.clone(), draft, origin).await?;
+        Ok(event_id.to_string())
+    }
+
+    /// The current state of a room as its writer sees it.
+    pub async fn current_state(&self, room_id: &str) -> Result<(Arc<StateMap>, String)> {
+        let writer = self.writer(room_id);
+        let mut guard = writer.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load_head(room_id).await?);
+        }
+        let head = guard.as_ref().expect("loaded above");
+        Ok((head.state.clone(), head.version.clone()))
+    }
+
+    /// Builds, hashes and signs the PDU for a draft on top of the room's head.
+    async fn build(
+        &self,
+        head: &RoomHead,
+        origin: &Origin<'_>,
+        draft: &EventDraft,
+    ) -> Result<(CanonicalJsonObject, OwnedEventId)> {
+        let rules = &head.rules;
+        let sender = OwnedUserId::try_from(origin.sender).map_err(Error::internal)?;
+        let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(Error::internal)?;
+        let kind = ruma::events::TimelineEventType::from(draft.kind.as_str());
+        let auth_types = ruma::state_res::auth_types_for_event(
+            &kind,
+            &sender,
+            draft.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
+        let auth_events: Vec<&String> =
+            auth_types.iter().filter_map(|(t, k)| head.state.get(&(t.to_string(), k.clone()))).collect();
+
+        let mut prev: Vec<&(String, i64)> = head.extremities.iter().collect();
+        prev.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
+        prev.truncate(MAX_PREV_EVENTS);
+        let depth = prev.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+
+        let mut object = CanonicalJsonObject::new();
+        let auth_refs = self.event_refs(rules, auth_events).await?;
+        object.insert("auth_events".into(), auth_refs);
+        let prev_refs = self.event_refs(rules, prev.iter().map(|(id, _)| id).collect()).await?;
+        object.insert("prev_events".into(), prev_refs);
+        let content = ruma::canonical_json::to_canonical_value(&draft.content)
+            .map_err(|e| Error::bad_json(format!("Content is not canonical JSON: {e}")))?;
+        object.insert("content".into(), content);
+        object.insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().map_err(Error::internal)?));
+        object.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(now_ms().try_into().map_err(Error::internal)?),
+        );
+        if !head.room_id.is_empty() {
+            object.insert("room_id".into(), CanonicalJsonValue::String(head.room_id.clone()));
+        }
+        object.insert("sender".into(), CanonicalJsonValue::String(origin.sender.to_owned()));
+        object.insert("type".into(), CanonicalJsonValue::String(draft.kind.clone()));
+        if let Some(state_key) = &draft.state_key {
+            object.insert("state_key".into(), CanonicalJsonValue::String(state_key.clone()));
+        }
+        if let Some(redacts) = &draft.redacts
+            && !rules.redaction.content_field_redacts
+        {
+            object.insert("redacts".into(), CanonicalJsonValue::String(redacts.clone()));
+        }
+        if rules.redaction.keep_origin_membership_prev_state {
+            // Versions before 11 have a top-level `origin`.
+            object.insert("origin".into(), CanonicalJsonValue::String(self.server_name.clone()));
+        }
+        let v1_event_id = if pdu::event_id_is_hash(rules) {
+            None
+        } else {
+            let id = format!("${}:{}", crate::service::secrets::random_id(18), self.server_name);
+            object.insert("event_id".into(), CanonicalJsonValue::String(id.clone()));
+            Some(id)
+        };
+
+        ruma::signatures::hash_and_sign_event(
+            &self.server_name,
+            self.signing_key.pair(),
+            &mut object,
+            &rules.redaction,
+        )
+        .map_err(Error::internal)?;
+        if serde_json::to_vec(&object).map_err(Error::internal)?.len() > MAX_PDU_BYTES {
+            return Err(Error::too_large("The event is larger than 65536 bytes"));
+        }
+        let event_id = match v1_event_id {
+            Some(id) => OwnedEventId::try_from(id).map_err(Error::internal)?,
+            None => pdu::reference_event_id(&object, rules)?,
+        };
+        Ok((object, event_id))
+    }
+
+    /// `prev_events`/`auth_events` in the room version's format; v1 and v2 name
+    /// each event with its reference hash.
+    async fn event_refs(&self, rules: &RoomVersionRules, ids: Vec<&String>) -> Result<CanonicalJsonValue> {
+        let mut refs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let event_id = OwnedEventId::try_from(id.as_str()).map_err(Error::internal)?;
+            let hash = if pdu::event_id_is_hash(rules) {
+                String::new()
+            } else {
+                let stored = self.storage.get_event(id).await?.ok_or_else(|| Error::internal("missing prev event"))?;
+                pdu::reference_hash(&stored.json, rules)?
+            };
+            refs.push((event_id, hash));
+        }
+        Ok(pdu::event_refs(rules, &refs))
+    }
+
+    /// Checks the auth rules against the state before the event, then persists it
+    /// and moves the room's head forward.
+    async fn authorize_and_persist(
+        &self,
+        head: &mut RoomHead,
+        object: CanonicalJsonObject,
+        event_id: OwnedEventId,
+        draft: &EventDraft,
+        origin: &Origin<'_>,
+    ) -> Result<()> {
+        let rules = head.rules.clone();
+        let json = serde_json::to_string(&object).map_err(Error::internal)?;
+        let pdu = Pdu::parse(event_id.clone(), &json, &rules)?;
+
+        // Events the checks may look at: the auth events, and the state before.
+        let mut known: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+        for id in &pdu.auth_events {
+            if let Some(event) = self.pdu(id.as_str(), &rules).await? {
+                known.insert(id.clone(), event);
+            }
+        }
+        if rules.authorization.room_create_event_id_as_room_id
+            && let Some(create_id) = head.state.get(&("m.room.create".to_owned(), String::new()))
+            && let Some(event) = self.pdu(create_id, &rules).await?
+        {
+            known.insert(event.event_id.clone(), event);
+        }
+        let mut state_events: HashMap<(String, String), Arc<Pdu>> = HashMap::new();
+        for ((t, k), id) in head.state.iter() {
+            // Only the state the rules can consult is loaded: create, power levels,
+            // join rules, third-party invites and the members named by the event.
+            let relevant = matches!(t.as_str(), "m.room.create" | "m.room.power_levels" | "m.room.join_rules")
+                || (t == "m.room.member"
+                    && (k == origin.sender || Some(k) == draft.state_key.as_ref() || is_authoriser(&draft.content, k)))
+                || t == "m.room.third_party_invite";
+            if relevant && let Some(event) = self.pdu(id, &rules).await? {
+                state_events.insert((t.clone(), k.clone()), event);
+            }
+        }
+
+        let forbidden = |e: String| Error::forbidden(format!("Not allowed: {e}"));
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| known.get(id).cloned())
+            .map_err(forbidden)?;
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |t, k| {
+            state_events.get(&(t.to_string(), k.to_owned())).cloned()
+        })
+        .map_err(forbidden)?;
+
+        // The state after, and its snapshot when the event changes state.
+        let stream = self.ids.next_stream();
+        let (state_group, new_group, new_state) = match &draft.state_key {
+            Some(state_key) => {
+                let mut state = (*head.state).clone();
+                state.insert((draft.kind.clone(), state_key.clone()), event_id.to_string());
+                let group_id = self.ids.next_state_group();
+                let position = head.position + 1;
+                let plan = self.state.plan_group(&head.room_id, group_id, position, &state).await?;
+                (group_id, Some(plan), Some(Arc::new(state)))
+            }
+            None => (head.state_group, None, None),
+        };
+        let membership =
+            (draft.kind == "m.room.member").then(|| draft.content.get("membership").and_then(Value::as_str)).flatten();
+
+        // A redaction that applies rewrites the stored target.
+        let redaction = match (&draft.redacts, draft.kind.as_str()) {
+            (Some(target), "m.room.redaction") => self.redacted_json(&head.room_id, target, &rules).await?,
+            _ => None,
+        };
+
+        let stored = StoredEvent {
+            stream_ordering: stream.id(),
+            event_id: event_id.to_string(),
+            room_id: head.room_id.clone(),
+            event_type: draft.kind.clone(),
+            state_key: draft.state_key.clone(),
+            sender: origin.sender.to_owned(),
+            depth: pdu.depth as i64,
+            origin_server_ts: u64::from(pdu.origin_server_ts.get()) as i64,
+            state_group,
+            redacted_by: None,
+            json,
+        };
+        let prev: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
+        let auth: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+        self.storage
+            .persist_event(&NewEvent {
+                event: &stored,
+                prev_events: &prev,
+                auth_events: &auth,
+                new_state_group: new_group.as_ref(),
+                membership,
+                txn: origin.txn.map(|(device, txn)| (origin.sender, device, txn)),
+                redaction: redaction.as_ref().map(|(target, json)| (target.as_str(), json.as_str())),
+            })
+            .await?;
+        stream.finish();
+
+        self.events.insert(event_id.to_string(), Arc::new(pdu)).await;
+        if let Some((target, _)) = &redaction {
+            self.events.invalidate(target).await;
+        }
+        head.extremities = vec![(event_id.to_string(), stored.depth)];
+        if let (Some(state), Some(group)) = (new_state, new_group) {
+            self.state.remember(group.id, state.clone()).await;
+            head.state = state;
+            head.state_group = group.id;
+            head.position = group.position;
+        }
+        (self.notify)(&stored);
+        Ok(())
+    }
+
+    /// The redacted form of a room's event, when it exists and is not yet redacted.
+    async fn redacted_json(
+        &self,
+        room_id: &str,
+        target: &str,
+        rules: &RoomVersionRules,
+    ) -> Result<Option<(String, String)>> {
+        let Some(event) = self.storage.get_event(target).await? else { return Ok(None) };
+        if event.room_id != room_id || event.redacted_by.is_some() {
+            return Ok(None);
+        }
+        let object: CanonicalJsonObject = serde_json::from_str(&event.json).map_err(Error::internal)?;
+        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)?;
+        Ok(Some((event.event_id, serde_json::to_string(&redacted).map_err(Error::internal)?)))
+    }
+}
+
+/// Whether `user` is the `join_authorised_via_users_server` of a join.
+fn is_authoriser(content: &Value, user: &str) -> bool {
+    content.get("join_authorised_via_users_server").and_then(Value::as_str) == Some(user)
+}

@@ -1,0 +1,61 @@
+//! History visibility: who may see which event (spec: "History visibility").
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::Rooms;
+use crate::error::Result;
+use crate::storage::StoredEvent;
+
+/// Answers visibility questions for one user, remembering per state snapshot.
+pub struct VisibilityCheck<'a> {
+    rooms: &'a Rooms,
+    user_id: &'a str,
+    /// The user's current membership in the room.
+    current: Option<String>,
+    by_group: HashMap<i64, bool>,
+}
+
+impl<'a> VisibilityCheck<'a> {
+    pub async fn new(rooms: &'a Rooms, room_id: &str, user_id: &'a str) -> Result<Self> {
+        let current = rooms.membership(room_id, user_id).await?;
+        Ok(Self { rooms, user_id, current, by_group: HashMap::new() })
+    }
+
+    pub fn current_membership(&self) -> Option<&str> {
+        self.current.as_deref()
+    }
+
+    pub async fn can_see(&mut self, event: &StoredEvent) -> Result<bool> {
+        if let Some(&visible) = self.by_group.get(&event.state_group) {
+            return Ok(visible);
+        }
+        let visible = self.decide(event.state_group).await?;
+        self.by_group.insert(event.state_group, visible);
+        Ok(visible)
+    }
+
+    async fn decide(&self, group: i64) -> Result<bool> {
+        let visibility = self
+            .state_field(group, "m.room.history_visibility", "", "history_visibility")
+            .await?
+            .unwrap_or_else(|| "shared".to_owned());
+        if visibility == "world_readable" {
+            return Ok(true);
+        }
+        let membership = self.state_field(group, "m.room.member", self.user_id, "membership").await?;
+        Ok(match membership.as_deref() {
+            Some("join") => true,
+            Some("invite") if visibility == "invited" => true,
+            _ => visibility == "shared" && self.current.as_deref() == Some("join"),
+        })
+    }
+
+    async fn state_field(&self, group: i64, event_type: &str, state_key: &str, field: &str) -> Result<Option<String>> {
+        let Some(event_id) = self.rooms.state.lookup(group, event_type, state_key).await? else { return Ok(None) };
+        let Some(event) = self.rooms.storage.get_event(&event_id).await? else { return Ok(None) };
+        let content = super::format::content(&event)?;
+        Ok(content.get(field).and_then(Value::as_str).map(str::to_owned))
+    }
+}

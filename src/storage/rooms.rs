@@ -1,0 +1,138 @@
+//! Storage of rooms: events (the DAG), state snapshots, current state,
+//! memberships, transaction ids and aliases.
+
+use async_trait::async_trait;
+
+use super::Result;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoomRecord {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub is_public: bool,
+}
+
+/// An event as stored: its PDU JSON and the columns indexed beside it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    pub state_group: i64,
+    pub redacted_by: Option<String>,
+    pub json: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StateGroupRecord {
+    pub id: i64,
+    pub prev_group: Option<i64>,
+    pub position: i64,
+}
+
+/// One (type, state_key) → event_id entry of a state snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StateEntry {
+    pub event_type: String,
+    pub state_key: String,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewStateGroup {
+    pub id: i64,
+    pub prev_group: Option<i64>,
+    pub position: i64,
+    /// The entries that differ from `prev_group`.
+    pub delta: Vec<StateEntry>,
+}
+
+/// Everything persisted with one new event, in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub event: &'a StoredEvent,
+    pub prev_events: &'a [String],
+    pub auth_events: &'a [String],
+    /// The snapshot created by this (state) event, if any.
+    pub new_state_group: Option<&'a NewStateGroup>,
+    /// For a membership event: the membership of the user named by its state key.
+    pub membership: Option<&'a str>,
+    /// `(user_id, device_id, txn_id)` of the client request that sent it.
+    pub txn: Option<(&'a str, &'a str, &'a str)>,
+    /// For a redaction that applies: the target event and its redacted JSON.
+    pub redaction: Option<(&'a str, &'a str)>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Extremity {
+    pub event_id: String,
+    pub depth: i64,
+    pub state_group: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRecord {
+    pub user_id: String,
+    pub membership: String,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    /// `false` if the room id exists.
+    async fn create_room(&self, room: &RoomRecord, now: i64) -> Result<bool>;
+    async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>>;
+    async fn set_room_public(&self, room_id: &str, public: bool) -> Result<()>;
+    async fn public_rooms(&self) -> Result<Vec<String>>;
+
+    /// The largest stream ordering and state group id in use (0 when none).
+    async fn max_ids(&self) -> Result<(i64, i64)>;
+
+    async fn persist_event(&self, new: &NewEvent<'_>) -> Result<()>;
+    async fn forward_extremities(&self, room_id: &str) -> Result<Vec<Extremity>>;
+    async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
+    async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>>;
+    /// A page of a room's events in topological order, strictly after (forward)
+    /// or before (backward) the position `(depth, stream_ordering)`.
+    async fn room_events_page(
+        &self,
+        room_id: &str,
+        from: (i64, i64),
+        direction: Direction,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>>;
+
+    async fn state_group(&self, id: i64) -> Result<Option<StateGroupRecord>>;
+    async fn state_group_at_position(&self, room_id: &str, position: i64) -> Result<Option<i64>>;
+    /// The deltas of the snapshot and all its ancestors, oldest snapshot first.
+    async fn state_group_chain_entries(&self, group: i64) -> Result<Vec<(i64, StateEntry)>>;
+    /// One entry of a snapshot, looked up through its ancestors.
+    async fn state_group_lookup(&self, group: i64, event_type: &str, state_key: &str) -> Result<Option<String>>;
+
+    async fn current_state(&self, room_id: &str) -> Result<Vec<StateEntry>>;
+    async fn current_state_event_id(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Option<String>>;
+    async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<MemberRecord>>;
+    /// Rooms where the user's membership is the given one (forgotten rooms excluded).
+    async fn rooms_with_membership(&self, user_id: &str, membership: &str) -> Result<Vec<String>>;
+    async fn room_members(&self, room_id: &str) -> Result<Vec<MemberRecord>>;
+    async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()>;
+
+    async fn txn_event_id(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+
+    async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool>;
+    async fn get_alias(&self, alias: &str) -> Result<Option<(String, String)>>;
+    async fn delete_alias(&self, alias: &str) -> Result<bool>;
+    async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>>;
+}

@@ -1,0 +1,419 @@
+//! The room SQL shared by SQLite and PostgreSQL (see `sql.rs` for why a macro).
+
+/// `$first, $first+1, ...` placeholders for an `IN (...)` list.
+pub(super) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, depth, \
+     origin_server_ts, state_group, redacted_by, json";
+
+macro_rules! impl_room_sql {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::storage::RoomStore for $store {
+            async fn create_room(&self, room: &$crate::storage::RoomRecord, now: i64) -> $crate::storage::Result<bool> {
+                let result = sqlx::query(
+                    "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (room_id) DO NOTHING",
+                )
+                .bind(&room.room_id)
+                .bind(&room.room_version)
+                .bind(&room.creator)
+                .bind(room.is_public)
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn get_room(&self, room_id: &str) -> $crate::storage::Result<Option<$crate::storage::RoomRecord>> {
+                Ok(sqlx::query_as("SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1")
+                    .bind(room_id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn set_room_public(&self, room_id: &str, public: bool) -> $crate::storage::Result<()> {
+                sqlx::query("UPDATE rooms SET is_public = $2 WHERE room_id = $1")
+                    .bind(room_id)
+                    .bind(public)
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn public_rooms(&self) -> $crate::storage::Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public ORDER BY room_id")
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn max_ids(&self) -> $crate::storage::Result<(i64, i64)> {
+                let stream: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(stream_ordering) FROM events").fetch_one(&self.read).await?;
+                let group: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(id) FROM state_groups").fetch_one(&self.read).await?;
+                Ok((stream.unwrap_or(0), group.unwrap_or(0)))
+            }
+
+            async fn persist_event(&self, new: &$crate::storage::NewEvent<'_>) -> $crate::storage::Result<()> {
+                let e = new.event;
+                let mut tx = self.write.begin().await?;
+                if let Some(group) = new.new_state_group {
+                    sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, position) VALUES ($1, $2, $3, $4)")
+                        .bind(group.id)
+                        .bind(&e.room_id)
+                        .bind(group.prev_group)
+                        .bind(group.position)
+                        .execute(&mut *tx)
+                        .await?;
+                    for entry in &group.delta {
+                        sqlx::query(
+                            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id)
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(group.id)
+                        .bind(&entry.event_type)
+                        .bind(&entry.state_key)
+                        .bind(&entry.event_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, depth,
+                         origin_server_ts, state_group, redacted_by, json)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(e.stream_ordering)
+                .bind(&e.event_id)
+                .bind(&e.room_id)
+                .bind(&e.event_type)
+                .bind(&e.state_key)
+                .bind(&e.sender)
+                .bind(e.depth)
+                .bind(e.origin_server_ts)
+                .bind(e.state_group)
+                .bind(&e.redacted_by)
+                .bind(&e.json)
+                .execute(&mut *tx)
+                .await?;
+                for prev in new.prev_events {
+                    sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
+                        .bind(&e.event_id)
+                        .bind(prev)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                        .bind(&e.room_id)
+                        .bind(prev)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for auth in new.auth_events {
+                    sqlx::query("INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2)")
+                        .bind(&e.event_id)
+                        .bind(auth)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+                    .bind(&e.room_id)
+                    .bind(&e.event_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(state_key) = &e.state_key {
+                    sqlx::query(
+                        "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+                    )
+                    .bind(&e.room_id)
+                    .bind(&e.event_type)
+                    .bind(state_key)
+                    .bind(&e.event_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(membership) = new.membership {
+                        sqlx::query(
+                            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering)
+                             VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+                                 event_id = excluded.event_id, stream_ordering = excluded.stream_ordering,
+                                 forgotten = FALSE",
+                        )
+                        .bind(&e.room_id)
+                        .bind(state_key)
+                        .bind(membership)
+                        .bind(&e.event_id)
+                        .bind(e.stream_ordering)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                if let Some((user_id, device_id, txn_id)) = new.txn {
+                    sqlx::query("INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+                        .bind(user_id)
+                        .bind(device_id)
+                        .bind(txn_id)
+                        .bind(&e.event_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some((target, redacted_json)) = new.redaction {
+                    sqlx::query("UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1")
+                        .bind(target)
+                        .bind(redacted_json)
+                        .bind(&e.event_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn forward_extremities(
+                &self,
+                room_id: &str,
+            ) -> $crate::storage::Result<Vec<$crate::storage::Extremity>> {
+                Ok(sqlx::query_as(
+                    "SELECT e.event_id, e.depth, e.state_group FROM forward_extremities f
+                     JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1 ORDER BY e.depth DESC",
+                )
+                .bind(room_id)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn get_event(&self, event_id: &str) -> $crate::storage::Result<Option<$crate::storage::StoredEvent>> {
+                let sql = format!("SELECT {} FROM events WHERE event_id = $1", $crate::storage::sql_rooms::EVENT_COLUMNS);
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(&self.read).await?)
+            }
+
+            async fn get_events(
+                &self,
+                event_ids: &[String],
+            ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                if event_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "SELECT {} FROM events WHERE event_id IN ({})",
+                    $crate::storage::sql_rooms::EVENT_COLUMNS,
+                    $crate::storage::sql_rooms::placeholders(1, event_ids.len())
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in event_ids {
+                    query = query.bind(id);
+                }
+                Ok(query.fetch_all(&self.read).await?)
+            }
+
+            async fn room_events_page(
+                &self,
+                room_id: &str,
+                from: (i64, i64),
+                direction: $crate::storage::Direction,
+                limit: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                let (comparison, order) = match direction {
+                    $crate::storage::Direction::Backward => ("<", "DESC"),
+                    $crate::storage::Direction::Forward => (">", "ASC"),
+                };
+                let sql = format!(
+                    "SELECT {} FROM events WHERE room_id = $1 AND (depth, stream_ordering) {comparison} ($2, $3)
+                     ORDER BY depth {order}, stream_ordering {order} LIMIT $4",
+                    $crate::storage::sql_rooms::EVENT_COLUMNS
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(room_id)
+                    .bind(from.0)
+                    .bind(from.1)
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn state_group(&self, id: i64) -> $crate::storage::Result<Option<$crate::storage::StateGroupRecord>> {
+                Ok(sqlx::query_as("SELECT id, prev_group, position FROM state_groups WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn state_group_at_position(&self, room_id: &str, position: i64) -> $crate::storage::Result<Option<i64>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT MAX(id) FROM state_groups WHERE room_id = $1 AND position = $2",
+                )
+                .bind(room_id)
+                .bind(position)
+                .fetch_one(&self.read)
+                .await?)
+            }
+
+            async fn state_group_chain_entries(
+                &self,
+                group: i64,
+            ) -> $crate::storage::Result<Vec<(i64, $crate::storage::StateEntry)>> {
+                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+                    "WITH RECURSIVE chain(id, prev_group) AS (
+                         SELECT id, prev_group FROM state_groups WHERE id = $1
+                         UNION ALL
+                         SELECT g.id, g.prev_group FROM state_groups g JOIN chain c ON g.id = c.prev_group
+                     )
+                     SELECT e.group_id, e.event_type, e.state_key, e.event_id
+                     FROM state_group_entries e JOIN chain c ON e.group_id = c.id
+                     ORDER BY e.group_id",
+                )
+                .bind(group)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(g, event_type, state_key, event_id)| {
+                        (g, $crate::storage::StateEntry { event_type, state_key, event_id })
+                    })
+                    .collect())
+            }
+
+            async fn state_group_lookup(
+                &self,
+                group: i64,
+                event_type: &str,
+                state_key: &str,
+            ) -> $crate::storage::Result<Option<String>> {
+                Ok(sqlx::query_scalar(
+                    "WITH RECURSIVE chain(id, prev_group) AS (
+                         SELECT id, prev_group FROM state_groups WHERE id = $1
+                         UNION ALL
+                         SELECT g.id, g.prev_group FROM state_groups g JOIN chain c ON g.id = c.prev_group
+                     )
+                     SELECT e.event_id FROM state_group_entries e JOIN chain c ON e.group_id = c.id
+                     WHERE e.event_type = $2 AND e.state_key = $3
+                     ORDER BY e.group_id DESC LIMIT 1",
+                )
+                .bind(group)
+                .bind(event_type)
+                .bind(state_key)
+                .fetch_optional(&self.read)
+                .await?)
+            }
+
+            async fn current_state(&self, room_id: &str) -> $crate::storage::Result<Vec<$crate::storage::StateEntry>> {
+                Ok(sqlx::query_as("SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1")
+                    .bind(room_id)
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn current_state_event_id(
+                &self,
+                room_id: &str,
+                event_type: &str,
+                state_key: &str,
+            ) -> $crate::storage::Result<Option<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT event_id FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
+                )
+                .bind(room_id)
+                .bind(event_type)
+                .bind(state_key)
+                .fetch_optional(&self.read)
+                .await?)
+            }
+
+            async fn membership(
+                &self,
+                room_id: &str,
+                user_id: &str,
+            ) -> $crate::storage::Result<Option<$crate::storage::MemberRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT user_id, membership, event_id FROM memberships WHERE room_id = $1 AND user_id = $2",
+                )
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&self.read)
+                .await?)
+            }
+
+            async fn rooms_with_membership(&self, user_id: &str, membership: &str) -> $crate::storage::Result<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT room_id FROM memberships WHERE user_id = $1 AND membership = $2 AND NOT forgotten
+                     ORDER BY room_id",
+                )
+                .bind(user_id)
+                .bind(membership)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn room_members(&self, room_id: &str) -> $crate::storage::Result<Vec<$crate::storage::MemberRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT user_id, membership, event_id FROM memberships WHERE room_id = $1 ORDER BY user_id",
+                )
+                .bind(room_id)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn forget_room(&self, room_id: &str, user_id: &str) -> $crate::storage::Result<()> {
+                sqlx::query("UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2")
+                    .bind(room_id)
+                    .bind(user_id)
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn txn_event_id(
+                &self,
+                user_id: &str,
+                device_id: &str,
+                txn_id: &str,
+            ) -> $crate::storage::Result<Option<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .bind(txn_id)
+                .fetch_optional(&self.read)
+                .await?)
+            }
+
+            async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> $crate::storage::Result<bool> {
+                let result = sqlx::query(
+                    "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3) ON CONFLICT (alias) DO NOTHING",
+                )
+                .bind(alias)
+                .bind(room_id)
+                .bind(creator)
+                .execute(&self.write)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn get_alias(&self, alias: &str) -> $crate::storage::Result<Option<(String, String)>> {
+                Ok(sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
+                    .bind(alias)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn delete_alias(&self, alias: &str) -> $crate::storage::Result<bool> {
+                let result =
+                    sqlx::query("DELETE FROM room_aliases WHERE alias = $1").bind(alias).execute(&self.write).await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn room_aliases(&self, room_id: &str) -> $crate::storage::Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+                    .bind(room_id)
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_room_sql;
