@@ -67,6 +67,33 @@ pub struct NewEvent<'a> {
     pub txn: Option<(&'a str, &'a str, &'a str)>,
     /// For a redaction that applies: the target event and its redacted JSON.
     pub redaction: Option<(&'a str, &'a str)>,
+    /// `(relates_to, rel_type)` when the event relates to another.
+    pub relation: Option<(&'a str, &'a str)>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RelationRow {
+    pub relates_to: String,
+    pub event_id: String,
+    pub sender: String,
+    pub stream_ordering: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ThreadSummary {
+    pub root: String,
+    pub count: i64,
+    pub latest: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewReport<'a> {
+    pub room_id: &'a str,
+    pub event_id: Option<&'a str>,
+    pub reporter: &'a str,
+    pub reason: Option<&'a str>,
+    pub score: Option<i64>,
+    pub now: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -130,6 +157,34 @@ pub trait RoomStore: Send + Sync {
     async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()>;
 
     async fn txn_event_id(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+
+    /// Events relating to `parent`, newest first (backward) or oldest first,
+    /// strictly beyond the stream position `from`.
+    #[allow(clippy::too_many_arguments)]
+    async fn relations(
+        &self,
+        parent: &str,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        from: i64,
+        direction: Direction,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>>;
+    /// Relation rows of one type for several parents, oldest first.
+    async fn relation_rows(&self, parents: &[String], rel_type: &str) -> Result<Vec<RelationRow>>;
+    /// Thread roots among `parents` with their reply counts and latest reply position.
+    async fn thread_summaries(&self, parents: &[String]) -> Result<Vec<ThreadSummary>>;
+    /// Threads of a room by latest activity (newest first), below stream position `before`.
+    async fn threads(
+        &self,
+        room_id: &str,
+        participant: Option<&str>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<ThreadSummary>>;
+    /// The event closest to a timestamp: at or before it (backward) or at or after it.
+    async fn event_near_timestamp(&self, room_id: &str, ts: i64, direction: Direction) -> Result<Option<StoredEvent>>;
+    async fn add_report(&self, report: &NewReport<'_>) -> Result<()>;
 
     async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool>;
     async fn get_alias(&self, alias: &str) -> Result<Option<(String, String)>>;

@@ -160,6 +160,21 @@ macro_rules! impl_room_sql {
                         .execute(&mut *tx)
                         .await?;
                 }
+                if let Some((relates_to, rel_type)) = new.relation {
+                    sqlx::query(
+                        "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, event_type, sender,
+                             stream_ordering) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&e.event_id)
+                    .bind(&e.room_id)
+                    .bind(relates_to)
+                    .bind(rel_type)
+                    .bind(&e.event_type)
+                    .bind(&e.sender)
+                    .bind(e.stream_ordering)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if let Some((target, redacted_json)) = new.redaction {
                     sqlx::query("UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1")
                         .bind(target)
@@ -379,6 +394,139 @@ macro_rules! impl_room_sql {
                 .bind(txn_id)
                 .fetch_optional(&self.read)
                 .await?)
+            }
+
+            async fn relations(
+                &self,
+                parent: &str,
+                rel_type: Option<&str>,
+                event_type: Option<&str>,
+                from: i64,
+                direction: $crate::storage::Direction,
+                limit: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                let (comparison, order) = match direction {
+                    $crate::storage::Direction::Backward => ("<", "DESC"),
+                    $crate::storage::Direction::Forward => (">", "ASC"),
+                };
+                let columns = $crate::storage::sql_rooms::EVENT_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("e.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT {columns} FROM event_relations r JOIN events e ON e.event_id = r.event_id
+                     WHERE r.relates_to = $1 AND ($2 IS NULL OR r.rel_type = $2) AND ($3 IS NULL OR r.event_type = $3)
+                       AND r.stream_ordering {comparison} $4
+                     ORDER BY r.stream_ordering {order} LIMIT $5"
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(parent)
+                    .bind(rel_type)
+                    .bind(event_type)
+                    .bind(from)
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn relation_rows(
+                &self,
+                parents: &[String],
+                rel_type: &str,
+            ) -> $crate::storage::Result<Vec<$crate::storage::RelationRow>> {
+                if parents.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "SELECT relates_to, event_id, sender, stream_ordering FROM event_relations
+                     WHERE rel_type = $1 AND relates_to IN ({}) ORDER BY stream_ordering",
+                    $crate::storage::sql_rooms::placeholders(2, parents.len())
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(rel_type);
+                for parent in parents {
+                    query = query.bind(parent);
+                }
+                Ok(query.fetch_all(&self.read).await?)
+            }
+
+            async fn thread_summaries(
+                &self,
+                parents: &[String],
+            ) -> $crate::storage::Result<Vec<$crate::storage::ThreadSummary>> {
+                if parents.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "SELECT relates_to AS root, COUNT(*) AS count, MAX(stream_ordering) AS latest FROM event_relations
+                     WHERE rel_type = 'm.thread' AND relates_to IN ({}) GROUP BY relates_to",
+                    $crate::storage::sql_rooms::placeholders(1, parents.len())
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for parent in parents {
+                    query = query.bind(parent);
+                }
+                Ok(query.fetch_all(&self.read).await?)
+            }
+
+            async fn threads(
+                &self,
+                room_id: &str,
+                participant: Option<&str>,
+                before: i64,
+                limit: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::ThreadSummary>> {
+                Ok(sqlx::query_as(
+                    "SELECT r.relates_to AS root, COUNT(*) AS count, MAX(r.stream_ordering) AS latest
+                     FROM event_relations r
+                     WHERE r.room_id = $1 AND r.rel_type = 'm.thread'
+                     GROUP BY r.relates_to
+                     HAVING MAX(r.stream_ordering) < $2
+                        AND ($3 IS NULL
+                             OR SUM(CASE WHEN r.sender = $3 THEN 1 ELSE 0 END) > 0
+                             OR EXISTS (SELECT 1 FROM events e WHERE e.event_id = r.relates_to AND e.sender = $3))
+                     ORDER BY latest DESC LIMIT $4",
+                )
+                .bind(room_id)
+                .bind(before)
+                .bind(participant)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn event_near_timestamp(
+                &self,
+                room_id: &str,
+                ts: i64,
+                direction: $crate::storage::Direction,
+            ) -> $crate::storage::Result<Option<$crate::storage::StoredEvent>> {
+                let (comparison, order) = match direction {
+                    $crate::storage::Direction::Backward => ("<=", "DESC"),
+                    $crate::storage::Direction::Forward => (">=", "ASC"),
+                };
+                let sql = format!(
+                    "SELECT {} FROM events WHERE room_id = $1 AND origin_server_ts {comparison} $2
+                     ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
+                    $crate::storage::sql_rooms::EVENT_COLUMNS
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(ts).fetch_optional(&self.read).await?)
+            }
+
+            async fn add_report(&self, r: &$crate::storage::NewReport<'_>) -> $crate::storage::Result<()> {
+                sqlx::query(
+                    "INSERT INTO event_reports (room_id, event_id, reporter, reason, score, received_ts)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(r.room_id)
+                .bind(r.event_id)
+                .bind(r.reporter)
+                .bind(r.reason)
+                .bind(r.score)
+                .bind(r.now)
+                .execute(&self.write)
+                .await?;
+                Ok(())
             }
 
             async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> $crate::storage::Result<bool> {

@@ -9,14 +9,65 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
-use crate::api::extract::{Auth, Json};
+use crate::api::extract::{Auth, Json, Query};
 use crate::error::{Error, Result};
+use crate::service::rooms::PublicRoomsRequest;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/client/v3/directory/room/{alias}", get(get_alias).put(put_alias).delete(delete_alias))
         .route("/_matrix/client/v3/rooms/{room_id}/aliases", get(room_aliases))
         .route("/_matrix/client/v3/directory/list/room/{room_id}", get(get_visibility).put(put_visibility))
+        .route("/_matrix/client/v3/publicRooms", get(public_rooms_get).post(public_rooms_post))
+}
+
+#[derive(Deserialize)]
+struct PublicRoomsQuery {
+    limit: Option<usize>,
+    since: Option<String>,
+    server: Option<String>,
+}
+
+fn check_server(state: &AppState, server: Option<&str>) -> Result<()> {
+    match server {
+        Some(server) if server != state.services.config.server_name => {
+            Err(Error::not_found("Directories of other servers cannot be queried yet"))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn public_rooms_get(
+    State(state): State<AppState>,
+    Query(query): Query<PublicRoomsQuery>,
+) -> Result<axum::Json<Value>> {
+    check_server(&state, query.server.as_deref())?;
+    let request = PublicRoomsRequest { limit: query.limit, since: query.since.as_deref(), search: None };
+    Ok(axum::Json(state.services.rooms.public_rooms(request).await?))
+}
+
+#[derive(Deserialize)]
+struct PublicRoomsBody {
+    limit: Option<usize>,
+    since: Option<String>,
+    filter: Option<PublicRoomsFilter>,
+}
+
+#[derive(Deserialize)]
+struct PublicRoomsFilter {
+    generic_search_term: Option<String>,
+}
+
+async fn public_rooms_post(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Query(query): Query<PublicRoomsQuery>,
+    Json(body): Json<PublicRoomsBody>,
+) -> Result<axum::Json<Value>> {
+    check_server(&state, query.server.as_deref())?;
+    let search = body.filter.as_ref().and_then(|f| f.generic_search_term.as_deref());
+    let request = PublicRoomsRequest { limit: body.limit, since: body.since.as_deref(), search };
+    Ok(axum::Json(state.services.rooms.public_rooms(request).await?))
 }
 
 /// A well-formed alias of this server.

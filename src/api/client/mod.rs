@@ -4,11 +4,14 @@ mod account;
 mod account_data;
 mod devices;
 mod directory;
+mod history;
 mod meta;
 mod profile;
 mod register;
+mod reports;
 mod rooms;
 mod session;
+mod tags;
 
 pub use register::MAX_PASSWORD_LEN;
 
@@ -27,6 +30,9 @@ pub fn routes() -> Router<AppState> {
         .merge(account_data::routes())
         .merge(rooms::routes())
         .merge(directory::routes())
+        .merge(history::routes())
+        .merge(tags::routes())
+        .merge(reports::routes())
 }
 
 /// Only the owner may act on their own user-scoped resources.

@@ -1,11 +1,13 @@
 //! Rooms: creation, membership, sending, and reading history with visibility rules.
 
 mod create;
+mod directory;
 mod format;
 pub mod ids;
 mod membership;
 pub mod pdu;
 mod read;
+mod relations;
 pub mod state;
 pub mod timeline;
 mod visibility;
@@ -15,7 +17,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use create::CreateRoomRequest;
+pub use directory::PublicRoomsRequest;
 pub use read::{MessagesRequest, MessagesResponse, Token};
+pub use relations::{Page, RelationsRequest};
 pub use timeline::{EventDraft, Origin};
 
 use crate::config::Config;

@@ -121,7 +121,8 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 impl Rooms {
-    /// Client-format events, with `unsigned.redacted_because` filled in.
+    /// Client-format events, with `unsigned.redacted_because` filled in (state
+    /// and membership listings need no relation aggregations).
     pub async fn format_events(&self, events: &[StoredEvent]) -> Result<Vec<Value>> {
         let redaction_ids: Vec<String> = events.iter().filter_map(|e| e.redacted_by.clone()).collect();
         let redactions: HashMap<String, StoredEvent> =
@@ -138,6 +139,19 @@ impl Rooms {
             .collect()
     }
 
+    /// Timeline events for a viewer: client format plus the aggregations of
+    /// `unsigned.m.relations` (latest edit, thread summary, references).
+    pub async fn format_timeline(&self, events: &[StoredEvent], viewer: &str) -> Result<Vec<Value>> {
+        let mut formatted = self.format_events(events).await?;
+        let relations = self.aggregations(events, viewer).await?;
+        for (value, event) in formatted.iter_mut().zip(events) {
+            if let Some(aggregated) = relations.get(&event.event_id) {
+                value["unsigned"]["m.relations"] = aggregated.clone();
+            }
+        }
+        Ok(formatted)
+    }
+
     /// GET /rooms/{roomId}/event/{eventId}: 404 unless it exists and the user may see it.
     pub async fn event_for_user(&self, room_id: &str, event_id: &str, user_id: &str) -> Result<Value> {
         let not_found = || Error::not_found("Event not found");
@@ -146,7 +160,7 @@ impl Rooms {
         if !check.can_see(&event).await? {
             return Err(not_found());
         }
-        Ok(self.format_events(std::slice::from_ref(&event)).await?.remove(0))
+        Ok(self.format_timeline(std::slice::from_ref(&event), user_id).await?.remove(0))
     }
 
     /// The state a user may read: the current state while joined, or the state
@@ -317,7 +331,7 @@ impl Rooms {
         }
 
         let state = if filter.lazy_load_members { self.lazy_members(room_id, &chunk).await? } else { Vec::new() };
-        let formatted = self.format_events(&chunk).await?;
+        let formatted = self.format_timeline(&chunk, user_id).await?;
         let start_token = match &request.from {
             Some(from) => from.clone(),
             None => start.to_string(),
@@ -343,6 +357,90 @@ impl Rooms {
         }
         let members = self.storage.get_events(&ids).await?;
         self.format_events(&members).await
+    }
+}
+
+impl Rooms {
+    /// GET /rooms/{roomId}/context/{eventId}: the event, what surrounds it, and the state at it.
+    pub async fn context(
+        &self,
+        room_id: &str,
+        event_id: &str,
+        viewer: &str,
+        limit: usize,
+        filter: Option<Value>,
+    ) -> Result<Value> {
+        let not_found = || Error::not_found("Event not found");
+        let event = self.storage.get_event(event_id).await?.filter(|e| e.room_id == room_id).ok_or_else(not_found)?;
+        let mut check = VisibilityCheck::new(self, room_id, viewer).await?;
+        if !check.can_see(&event).await? {
+            return Err(not_found());
+        }
+        let filter = EventFilter::parse(filter.as_ref())?;
+        let limit = limit.min(100);
+        let before_count = limit / 2;
+        let after_count = limit - before_count;
+        let token = Token::of(&event);
+        let mut before = Vec::new();
+        for candidate in self
+            .storage
+            .room_events_page(room_id, (token.depth, token.stream), Direction::Backward, limit as i64 * 2)
+            .await?
+        {
+            if before.len() == before_count {
+                break;
+            }
+            if check.can_see(&candidate).await? && filter.matches(&candidate, &content(&candidate)?) {
+                before.push(candidate);
+            }
+        }
+        let mut after = Vec::new();
+        for candidate in self
+            .storage
+            .room_events_page(room_id, (token.depth, token.stream), Direction::Forward, limit as i64 * 2)
+            .await?
+        {
+            if after.len() == after_count {
+                break;
+            }
+            if check.can_see(&candidate).await? && filter.matches(&candidate, &content(&candidate)?) {
+                after.push(candidate);
+            }
+        }
+        let start = before.last().map(Token::of).unwrap_or(token);
+        let end = after.last().map(Token::of).unwrap_or(token);
+        let state_map = self.state.full_state(event.state_group).await?;
+        let mut state_events = self.storage.get_events(&state_map.values().cloned().collect::<Vec<_>>()).await?;
+        if filter.lazy_load_members {
+            let senders: Vec<&str> =
+                before.iter().chain(after.iter()).chain(std::iter::once(&event)).map(|e| e.sender.as_str()).collect();
+            state_events.retain(|e| {
+                e.event_type != "m.room.member" || e.state_key.as_deref().is_some_and(|k| senders.contains(&k))
+            });
+        }
+        state_events.sort_by_key(|e| e.stream_ordering);
+        Ok(json!({
+            "event": self.format_timeline(std::slice::from_ref(&event), viewer).await?.remove(0),
+            "events_before": self.format_timeline(&before, viewer).await?,
+            "events_after": self.format_timeline(&after, viewer).await?,
+            "start": start.to_string(),
+            "end": end.to_string(),
+            "state": self.format_events(&state_events).await?,
+        }))
+    }
+
+    /// GET /rooms/{roomId}/timestamp_to_event: the closest visible event to a time.
+    pub async fn event_at_timestamp(&self, room_id: &str, viewer: &str, ts: i64, backward: bool) -> Result<Value> {
+        self.room_version(room_id).await.map_err(|_| Error::forbidden("You are not a member of this room"))?;
+        let mut check = VisibilityCheck::new(self, room_id, viewer).await?;
+        let direction = if backward { Direction::Backward } else { Direction::Forward };
+        let event = self.storage.event_near_timestamp(room_id, ts, direction).await?;
+        match event {
+            Some(event) if check.can_see(&event).await? => {
+                Ok(json!({ "event_id": event.event_id, "origin_server_ts": event.origin_server_ts }))
+            }
+            _ => Err(Error::not_found("No event found near that time")),
+        }
     }
 }
 

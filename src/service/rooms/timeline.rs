@@ -411,6 +411,7 @@ impl Timeline {
                 membership,
                 txn: origin.txn.map(|(device, txn)| (origin.sender, device, txn)),
                 redaction: redaction.as_ref().map(|(target, json)| (target.as_str(), json.as_str())),
+                relation: relation(&draft.content),
             })
             .await?;
         stream.finish();
@@ -445,6 +446,12 @@ impl Timeline {
         let redacted = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)?;
         Ok(Some((event.event_id, serde_json::to_string(&redacted).map_err(Error::internal)?)))
     }
+}
+
+/// `(relates_to, rel_type)` of an event that relates to another with a rel_type.
+fn relation(content: &Value) -> Option<(&str, &str)> {
+    let relates_to = content.get("m.relates_to")?;
+    Some((relates_to.get("event_id")?.as_str()?, relates_to.get("rel_type")?.as_str()?))
 }
 
 /// Whether `user` is the `join_authorised_via_users_server` of a join.
