@@ -79,6 +79,47 @@ pub fn client_ip(parts: &Parts) -> Option<String> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string())
 }
 
+/// The endpoints a guest account may use (spec: "Guest access"), by route suffix.
+const GUEST_ROUTES: &[&str] = &[
+    "/account/whoami",
+    "/capabilities",
+    "/logout",
+    "/sync",
+    "/events",
+    "/pushrules/",
+    "/profile/{user_id}/{key}",
+    "/devices",
+    "/devices/{device_id}",
+    "/join/{room_id_or_alias}",
+    "/rooms/{room_id}/join",
+    "/rooms/{room_id}/leave",
+    "/rooms/{room_id}/send/{event_type}/{txn_id}",
+    "/rooms/{room_id}/state",
+    "/rooms/{room_id}/state/{event_type}",
+    "/rooms/{room_id}/state/{event_type}/{state_key}",
+    "/rooms/{room_id}/event/{event_id}",
+    "/rooms/{room_id}/context/{event_id}",
+    "/rooms/{room_id}/messages",
+    "/rooms/{room_id}/members",
+    "/rooms/{room_id}/typing/{user_id}",
+    "/rooms/{room_id}/receipt/{receipt_type}/{event_id}",
+    "/rooms/{room_id}/read_markers",
+    "/rooms/{room_id}/initialSync",
+    "/sendToDevice/{event_type}/{txn_id}",
+    "/keys/upload",
+    "/keys/query",
+    "/keys/claim",
+    "/keys/changes",
+    "/user/{user_id}/account_data/{data_type}",
+    "/user/{user_id}/rooms/{room_id}/account_data/{data_type}",
+    "/user/{user_id}/rooms/{room_id}/tags",
+    "/user/{user_id}/rooms/{room_id}/tags/{tag}",
+    "/user/{user_id}/filter",
+    "/user/{user_id}/filter/{filter_id}",
+    "/presence/{user_id}/status",
+    "/voip/turnServer",
+];
+
 /// An authenticated request: who made it, and with which token.
 pub struct Auth {
     pub requester: Requester,
@@ -91,6 +132,16 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let token = access_token(parts).ok_or_else(Error::missing_token)?;
         let requester = state.services.auth.authenticate(&token, client_ip(parts).as_deref()).await?;
+        if requester.is_guest {
+            let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str()).unwrap_or_default();
+            if !GUEST_ROUTES.iter().any(|allowed| route.ends_with(allowed)) {
+                return Err(Error::new(
+                    StatusCode::FORBIDDEN,
+                    "M_GUEST_ACCESS_FORBIDDEN",
+                    "Guest accounts cannot use this endpoint",
+                ));
+            }
+        }
         Ok(Self { requester, access_token: token })
     }
 }

@@ -164,7 +164,9 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Storage: UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore {
+pub trait Storage:
+    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore
+{
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
     async fn close(&self);

@@ -5,7 +5,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::{PoolStats, Result, Storage, sql::impl_shared_sql, sql_rooms::impl_room_sql};
+use sqlx::FromRow;
+
+use super::sql_rooms::EVENT_COLUMNS;
+use super::{
+    PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_rooms::impl_room_sql,
+};
 
 pub struct PgStore {
     pub(super) read: PgPool,
@@ -39,5 +44,76 @@ impl Storage for PgStore {
 
     async fn close(&self) {
         self.read.close().await;
+    }
+}
+
+impl PgStore {
+    /// Adds an event's text to the search index, inside the event's transaction.
+    async fn index_search(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        event: &StoredEvent,
+        key: &str,
+        text: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO event_search (event_id, room_id, key, stream_ordering, vector)
+             VALUES ($1, $2, $3, $4, to_tsvector('simple', $5))",
+        )
+        .bind(&event.event_id)
+        .bind(&event.room_id)
+        .bind(key)
+        .bind(event.stream_ordering)
+        .bind(text)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SearchStore for PgStore {
+    async fn search_events(
+        &self,
+        rooms: &[String],
+        term: &str,
+        keys: &[String],
+        recent: bool,
+        skip: i64,
+        limit: i64,
+    ) -> Result<(Vec<SearchHit>, i64)> {
+        if rooms.is_empty() || term.trim().is_empty() || keys.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let filter = "s.vector @@ plainto_tsquery('simple', $1) AND s.room_id = ANY($2) AND s.key = ANY($3)";
+        let count: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM event_search s WHERE {filter}")))
+                .bind(term)
+                .bind(rooms)
+                .bind(keys)
+                .fetch_one(&self.read)
+                .await?;
+        let rank = "ts_rank(s.vector, plainto_tsquery('simple', $1))::float8";
+        let order =
+            if recent { "s.stream_ordering DESC".to_owned() } else { format!("{rank} DESC, s.stream_ordering DESC") };
+        let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns}, {rank} AS rank FROM event_search s JOIN events e ON e.event_id = s.event_id
+             WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(term)
+            .bind(rooms)
+            .bind(keys)
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&self.read)
+            .await?;
+        let hits = rows
+            .iter()
+            .map(|row| {
+                Ok(SearchHit { event: StoredEvent::from_row(row)?, rank: sqlx::Row::try_get::<f64, _>(row, "rank")? })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((hits, count))
     }
 }

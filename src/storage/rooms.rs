@@ -69,6 +69,15 @@ pub struct NewEvent<'a> {
     pub redaction: Option<(&'a str, &'a str)>,
     /// `(relates_to, rel_type)` when the event relates to another.
     pub relation: Option<(&'a str, &'a str)>,
+    /// `(key, text)` to index for full-text search (content.body, name or topic).
+    pub search: Option<(&'a str, &'a str)>,
+}
+
+/// One search hit: the event and its rank (higher is better).
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub event: StoredEvent,
+    pub rank: f64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -185,9 +194,24 @@ pub trait RoomStore: Send + Sync {
     /// The event closest to a timestamp: at or before it (backward) or at or after it.
     async fn event_near_timestamp(&self, room_id: &str, ts: i64, direction: Direction) -> Result<Option<StoredEvent>>;
     async fn add_report(&self, report: &NewReport<'_>) -> Result<()>;
-
     async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool>;
     async fn get_alias(&self, alias: &str) -> Result<Option<(String, String)>>;
     async fn delete_alias(&self, alias: &str) -> Result<bool>;
     async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>>;
+}
+
+/// Full-text search; the engines' search features differ, so each implements it.
+#[async_trait]
+pub trait SearchStore: Send + Sync {
+    /// Full-text search in the given rooms; `recent` orders by time instead of rank.
+    /// Returns one page of hits and the total number of hits.
+    async fn search_events(
+        &self,
+        rooms: &[String],
+        term: &str,
+        keys: &[String],
+        recent: bool,
+        skip: i64,
+        limit: i64,
+    ) -> Result<(Vec<SearchHit>, i64)>;
 }

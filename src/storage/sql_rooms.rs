@@ -175,7 +175,11 @@ macro_rules! impl_room_sql {
                     .execute(&mut *tx)
                     .await?;
                 }
+                if let Some((key, text)) = new.search {
+                    Self::index_search(&mut tx, e, key, text).await?;
+                }
                 if let Some((target, redacted_json)) = new.redaction {
+                    sqlx::query("DELETE FROM event_search WHERE event_id = $1").bind(target).execute(&mut *tx).await?;
                     sqlx::query("UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1")
                         .bind(target)
                         .bind(redacted_json)

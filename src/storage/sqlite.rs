@@ -6,7 +6,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{PoolStats, Result, Storage, sql::impl_shared_sql, sql_rooms::impl_room_sql};
+use sqlx::FromRow;
+
+use super::sql_rooms::{EVENT_COLUMNS, placeholders};
+use super::{
+    PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_rooms::impl_room_sql,
+};
 
 pub struct SqliteStore {
     pub(super) read: SqlitePool,
@@ -53,5 +58,83 @@ impl Storage for SqliteStore {
         self.read.close().await;
         // Closing the writer last lets SQLite checkpoint the WAL into the main file.
         self.write.close().await;
+    }
+}
+
+impl SqliteStore {
+    /// Adds an event's text to the FTS5 index, inside the event's transaction.
+    async fn index_search(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        event: &StoredEvent,
+        key: &str,
+        text: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO event_search (content, event_id, room_id, key, stream_ordering) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(text)
+        .bind(&event.event_id)
+        .bind(&event.room_id)
+        .bind(key)
+        .bind(event.stream_ordering)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The user's words as an FTS5 query: each word a quoted phrase (so that
+/// operators in user input are plain text), all of them required.
+fn fts5_query(term: &str) -> String {
+    term.split_whitespace().map(|word| format!("\"{}\"", word.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
+}
+
+#[async_trait]
+impl SearchStore for SqliteStore {
+    async fn search_events(
+        &self,
+        rooms: &[String],
+        term: &str,
+        keys: &[String],
+        recent: bool,
+        skip: i64,
+        limit: i64,
+    ) -> Result<(Vec<SearchHit>, i64)> {
+        let query = fts5_query(term);
+        if rooms.is_empty() || query.is_empty() || keys.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let room_list = placeholders(2, rooms.len());
+        let key_list = placeholders(2 + rooms.len(), keys.len());
+        let filter = format!("event_search MATCH $1 AND room_id IN ({room_list}) AND key IN ({key_list})");
+        let count_sql = format!("SELECT COUNT(*) FROM event_search WHERE {filter}");
+        let mut count_query = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql)).bind(&query);
+        for value in rooms.iter().chain(keys) {
+            count_query = count_query.bind(value);
+        }
+        let count: i64 = count_query.fetch_one(&self.read).await?;
+        // bm25() is lower for better matches; it is negated into a rank.
+        let order = if recent { "s.stream_ordering DESC" } else { "bm25(event_search) ASC, s.stream_ordering DESC" };
+        let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let next = 2 + rooms.len() + keys.len();
+        let sql = format!(
+            "SELECT {columns}, -bm25(event_search) AS rank FROM event_search s JOIN events e ON e.event_id = s.event_id
+             WHERE {} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            filter.replace("room_id IN", "s.room_id IN").replace("key IN", "s.key IN"),
+            next,
+            next + 1
+        );
+        let mut search = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&query);
+        for value in rooms.iter().chain(keys) {
+            search = search.bind(value);
+        }
+        let rows = search.bind(limit).bind(skip).fetch_all(&self.read).await?;
+        let hits = rows
+            .iter()
+            .map(|row| {
+                Ok(SearchHit { event: StoredEvent::from_row(row)?, rank: sqlx::Row::try_get::<f64, _>(row, "rank")? })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((hits, count))
     }
 }

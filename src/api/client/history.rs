@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::extract::{Auth, Query};
 use crate::error::{Error, Result};
-use crate::service::rooms::{Page, RelationsRequest};
+use crate::service::rooms::{Page, RelationsRequest, RoomEventsCriteria};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,6 +22,35 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/_matrix/client/v1/rooms/{room_id}/threads", get(threads))
         .route("/_matrix/client/v1/rooms/{room_id}/timestamp_to_event", get(timestamp_to_event))
+        .route("/_matrix/client/v3/search", axum::routing::post(search))
+}
+
+#[derive(Deserialize)]
+struct SearchBody {
+    search_categories: SearchCategories,
+}
+
+#[derive(Deserialize)]
+struct SearchCategories {
+    room_events: Option<RoomEventsCriteria>,
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    next_batch: Option<String>,
+}
+
+async fn search(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<SearchQuery>,
+    crate::api::extract::Json(body): crate::api::extract::Json<SearchBody>,
+) -> Result<axum::Json<Value>> {
+    let Some(criteria) = body.search_categories.room_events else {
+        return Ok(axum::Json(json!({ "search_categories": {} })));
+    };
+    let rooms = &state.services.rooms;
+    Ok(axum::Json(rooms.search(&auth.requester.user_id, criteria, query.next_batch.as_deref()).await?))
 }
 
 #[derive(Deserialize)]

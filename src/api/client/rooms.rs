@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::extract::{Auth, Json, Query};
 use crate::error::{Error, Result};
-use crate::service::rooms::{CreateRoomRequest, EventDraft, MessagesRequest, Origin};
+use crate::service::rooms::{CreateRoomRequest, EventDraft, HierarchyRequest, MessagesRequest, Origin};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -36,6 +36,46 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/client/v3/rooms/{room_id}/members", get(members))
         .route("/_matrix/client/v3/rooms/{room_id}/joined_members", get(joined_members))
         .route("/_matrix/client/v3/rooms/{room_id}/messages", get(messages))
+        .route("/_matrix/client/v3/rooms/{room_id}/upgrade", post(upgrade))
+        .route("/_matrix/client/v1/rooms/{room_id}/hierarchy", get(hierarchy))
+}
+
+#[derive(Deserialize)]
+struct UpgradeBody {
+    new_version: String,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(room_id): Path<String>,
+    Json(body): Json<UpgradeBody>,
+) -> Result<axum::Json<Value>> {
+    let new_room = state.services.rooms.upgrade(&room_id, &auth.requester.user_id, &body.new_version).await?;
+    Ok(axum::Json(json!({ "replacement_room": new_room })))
+}
+
+#[derive(Deserialize)]
+struct HierarchyQuery {
+    from: Option<String>,
+    limit: Option<usize>,
+    max_depth: Option<usize>,
+    suggested_only: Option<bool>,
+}
+
+async fn hierarchy(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(room_id): Path<String>,
+    Query(query): Query<HierarchyQuery>,
+) -> Result<axum::Json<Value>> {
+    let request = HierarchyRequest {
+        from: query.from.as_deref(),
+        limit: query.limit.unwrap_or(50),
+        max_depth: query.max_depth.unwrap_or(10).min(10),
+        suggested_only: query.suggested_only.unwrap_or(false),
+    };
+    Ok(axum::Json(state.services.rooms.hierarchy(&room_id, &auth.requester.user_id, request).await?))
 }
 
 async fn create_room(

@@ -13,7 +13,7 @@ pub struct PublicRoomsRequest<'a> {
 
 impl Rooms {
     /// A directory entry built from the room's current state.
-    async fn public_room_chunk(&self, room_id: &str) -> Result<Value> {
+    pub(super) async fn public_room_chunk(&self, room_id: &str) -> Result<Value> {
         let text =
             |value: Option<Value>, key: &str| value.and_then(|c| c.get(key).and_then(Value::as_str).map(str::to_owned));
         let name = text(self.state_content(room_id, "m.room.name", "").await?, "name");

@@ -58,6 +58,18 @@ impl Rooms {
             }
         }
         if membership == "join" {
+            if self.storage.get_user(target).await?.is_some_and(|u| u.is_guest) {
+                let access = self.state_content(room_id, "m.room.guest_access", "").await?;
+                if access.and_then(|c| c.get("guest_access").and_then(Value::as_str).map(str::to_owned)).as_deref()
+                    != Some("can_join")
+                {
+                    return Err(Error::new(
+                        axum::http::StatusCode::FORBIDDEN,
+                        "M_FORBIDDEN",
+                        "Guests cannot join this room",
+                    ));
+                }
+            }
             self.authorise_restricted_join(room_id, target, &mut content).await?;
         }
         let draft = EventDraft::state("m.room.member", target, content);

@@ -3,13 +3,16 @@
 mod create;
 mod directory;
 mod format;
+mod hierarchy;
 pub mod ids;
 mod membership;
 pub mod pdu;
 mod read;
 mod relations;
+mod search;
 pub mod state;
 pub mod timeline;
+mod upgrade;
 mod visibility;
 
 use std::sync::Arc;
@@ -18,8 +21,10 @@ use serde_json::Value;
 
 pub use create::CreateRoomRequest;
 pub use directory::PublicRoomsRequest;
+pub use hierarchy::HierarchyRequest;
 pub use read::{MessagesRequest, MessagesResponse, Token};
 pub use relations::{Page, RelationsRequest};
+pub use search::RoomEventsCriteria;
 pub use timeline::{EventDraft, Origin};
 
 use crate::config::Config;

@@ -412,6 +412,7 @@ impl Timeline {
                 txn: origin.txn.map(|(device, txn)| (origin.sender, device, txn)),
                 redaction: redaction.as_ref().map(|(target, json)| (target.as_str(), json.as_str())),
                 relation: relation(&draft.content),
+                search: searchable(&draft.kind, &draft.content),
             })
             .await?;
         stream.finish();
@@ -452,6 +453,17 @@ impl Timeline {
 fn relation(content: &Value) -> Option<(&str, &str)> {
     let relates_to = content.get("m.relates_to")?;
     Some((relates_to.get("event_id")?.as_str()?, relates_to.get("rel_type")?.as_str()?))
+}
+
+/// The text of an event that full-text search indexes, with its key.
+fn searchable<'a>(kind: &str, content: &'a Value) -> Option<(&'static str, &'a str)> {
+    let (key, field) = match kind {
+        "m.room.message" => ("content.body", "body"),
+        "m.room.name" => ("content.name", "name"),
+        "m.room.topic" => ("content.topic", "topic"),
+        _ => return None,
+    };
+    Some((key, content.get(field)?.as_str()?))
 }
 
 /// Whether `user` is the `join_authorised_via_users_server` of a join.

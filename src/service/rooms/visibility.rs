@@ -1,6 +1,6 @@
 //! History visibility: who may see which event (spec: "History visibility").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -15,12 +15,21 @@ pub struct VisibilityCheck<'a> {
     /// The user's current membership in the room.
     current: Option<String>,
     by_group: HashMap<i64, bool>,
+    /// Users in the viewer's `m.ignored_user_list`: their messages are hidden.
+    ignored: HashSet<String>,
 }
 
 impl<'a> VisibilityCheck<'a> {
     pub async fn new(rooms: &'a Rooms, room_id: &str, user_id: &'a str) -> Result<Self> {
         let current = rooms.membership(room_id, user_id).await?;
-        Ok(Self { rooms, user_id, current, by_group: HashMap::new() })
+        let ignored = match rooms.storage.get_account_data(user_id, "", "m.ignored_user_list").await? {
+            Some(text) => serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("ignored_users").and_then(Value::as_object).map(|o| o.keys().cloned().collect()))
+                .unwrap_or_default(),
+            None => HashSet::new(),
+        };
+        Ok(Self { rooms, user_id, current, by_group: HashMap::new(), ignored })
     }
 
     pub fn current_membership(&self) -> Option<&str> {
@@ -28,6 +37,9 @@ impl<'a> VisibilityCheck<'a> {
     }
 
     pub async fn can_see(&mut self, event: &StoredEvent) -> Result<bool> {
+        if event.state_key.is_none() && self.ignored.contains(&event.sender) {
+            return Ok(false);
+        }
         if let Some(&visible) = self.by_group.get(&event.state_group) {
             return Ok(visible);
         }
