@@ -180,7 +180,13 @@ impl Rooms {
                 let member = membership.expect("matched above");
                 let leave =
                     self.storage.get_event(&member.event_id).await?.ok_or_else(|| Error::internal("missing"))?;
-                Ok((*self.state.full_state(leave.state_group).await?).clone())
+                Ok(self
+                    .state
+                    .full_state(leave.state_group)
+                    .await?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect())
             }
             _ => {
                 let visibility = self

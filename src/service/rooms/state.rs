@@ -1,6 +1,6 @@
 //! Room state: full snapshots rebuilt from stored deltas, with a cache.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use moka::future::Cache;
@@ -8,8 +8,16 @@ use moka::future::Cache;
 use crate::error::Result;
 use crate::storage::{NewStateGroup, StateEntry, Storage};
 
-/// (event type, state key) → event id.
-pub type StateMap = HashMap<(String, String), String>;
+/// (event type, state key).
+pub type StateKey = (String, String);
+
+/// (event type, state key) → event id. A persistent map: a copy with one more
+/// entry shares everything else, so a join to a room of 10,000 members copies
+/// no member list.
+pub type StateMap = imbl::HashMap<StateKey, String>;
+
+/// One state change: (position, key, event id).
+pub type StateChange = (i64, StateKey, String);
 
 pub struct StateStore {
     storage: Arc<dyn Storage>,
@@ -64,8 +72,37 @@ impl StateStore {
         id: i64,
         position: i64,
         new_state: &StateMap,
+        recent: &VecDeque<StateChange>,
     ) -> Result<NewStateGroup> {
         let base_position = position & (position - 1);
+        let needed = (position - base_position) as usize;
+        // Usually the changes since the base are still in memory: the delta is them.
+        if recent.len() >= needed
+            && recent.back().is_some_and(|(p, _, _)| *p == position)
+            && recent[recent.len() - needed].0 == base_position + 1
+        {
+            let prev_group = if base_position == 0 {
+                None
+            } else {
+                self.storage.state_group_at_position(room_id, base_position).await?
+            };
+            if base_position == 0 || prev_group.is_some() {
+                let mut delta: HashMap<&StateKey, &String> = HashMap::new();
+                for (_, key, event_id) in recent.range(recent.len() - needed..) {
+                    delta.insert(key, event_id);
+                }
+                let delta = delta
+                    .into_iter()
+                    .map(|((event_type, state_key), event_id)| StateEntry {
+                        event_type: event_type.clone(),
+                        state_key: state_key.clone(),
+                        event_id: event_id.clone(),
+                    })
+                    .collect();
+                return Ok(NewStateGroup { id, prev_group, position, delta });
+            }
+        }
+        // Otherwise (after a restart), compare with the base snapshot in full.
         let (prev_group, base) = if base_position == 0 {
             (None, Arc::new(StateMap::new()))
         } else {

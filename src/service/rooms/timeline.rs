@@ -2,7 +2,7 @@
 //! signs and persists each new event, so that rooms proceed in parallel while
 //! every room's graph stays linear and valid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ruma::room_version_rules::RoomVersionRules;
@@ -11,12 +11,14 @@ use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::pdu::{self, Pdu};
-use super::state::{StateMap, StateStore};
+use super::state::{StateChange, StateMap, StateStore};
 use crate::error::{Error, Result};
 use crate::service::now_ms;
 use crate::service::signing_key::SigningKey;
 use crate::storage::{NewEvent, Storage, StoredEvent};
 
+/// State changes a room's writer remembers, to store new snapshots as deltas cheaply.
+const RECENT_CHANGES: usize = 4096;
 /// Most prev_events one event names (the spec allows 20).
 const MAX_PREV_EVENTS: usize = 20;
 /// The spec's limit on the size of a PDU.
@@ -59,6 +61,8 @@ struct RoomHead {
     state_group: i64,
     /// Number of state changes so far (the position of `state_group`).
     position: i64,
+    /// The latest state changes, oldest first.
+    recent: VecDeque<StateChange>,
 }
 
 /// A new room's first event decides its id (v12) and its head.
@@ -142,6 +146,7 @@ impl Timeline {
             state,
             state_group: latest.state_group,
             position: group.map(|g| g.position).unwrap_or(0),
+            recent: VecDeque::new(),
         })
     }
 
@@ -156,6 +161,7 @@ impl Timeline {
             state: Arc::new(StateMap::new()),
             state_group: 0,
             position: 0,
+            recent: VecDeque::new(),
         };
         if !head.rules.authorization.room_create_event_id_as_room_id {
             head.room_id = format!("!{}:{}", crate::service::secrets::random_id(18), self.server_name);
@@ -344,16 +350,27 @@ impl Timeline {
         {
             known.insert(event.event_id.clone(), event);
         }
+        // The state the auth rules consult: the event's auth types (power levels,
+        // the members involved, join rules, invites) and the create event.
+        let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(Error::internal)?;
+        let mut keys = ruma::state_res::auth_types_for_event(
+            &pdu.kind,
+            &pdu.sender,
+            draft.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?
+        .into_iter()
+        .map(|(t, k)| (t.to_string(), k))
+        .collect::<Vec<_>>();
+        keys.push(("m.room.create".to_owned(), String::new()));
         let mut state_events: HashMap<(String, String), Arc<Pdu>> = HashMap::new();
-        for ((t, k), id) in head.state.iter() {
-            // Only the state the rules can consult is loaded: create, power levels,
-            // join rules, third-party invites and the members named by the event.
-            let relevant = matches!(t.as_str(), "m.room.create" | "m.room.power_levels" | "m.room.join_rules")
-                || (t == "m.room.member"
-                    && (k == origin.sender || Some(k) == draft.state_key.as_ref() || is_authoriser(&draft.content, k)))
-                || t == "m.room.third_party_invite";
-            if relevant && let Some(event) = self.pdu(id, &rules).await? {
-                state_events.insert((t.clone(), k.clone()), event);
+        for key in keys {
+            if let Some(id) = head.state.get(&key)
+                && let Some(event) = self.pdu(id, &rules).await?
+            {
+                state_events.insert(key, event);
             }
         }
 
@@ -365,27 +382,38 @@ impl Timeline {
         })
         .map_err(forbidden)?;
 
+        // A redaction that applies rewrites the stored target.
+        let redaction = match (&draft.redacts, draft.kind.as_str()) {
+            (Some(target), "m.room.redaction") => self.redacted_json(&head.room_id, target, &rules).await?,
+            _ => None,
+        };
+
         // The state after, and its snapshot when the event changes state.
         let stream = self.ids.next_stream();
         let (state_group, new_group, new_state) = match &draft.state_key {
             Some(state_key) => {
-                let mut state = (*head.state).clone();
-                state.insert((draft.kind.clone(), state_key.clone()), event_id.to_string());
+                let key = (draft.kind.clone(), state_key.clone());
+                let state = head.state.update(key.clone(), event_id.to_string());
                 let group_id = self.ids.next_state_group();
                 let position = head.position + 1;
-                let plan = self.state.plan_group(&head.room_id, group_id, position, &state).await?;
+                head.recent.push_back((position, key, event_id.to_string()));
+                if head.recent.len() > RECENT_CHANGES {
+                    head.recent.pop_front();
+                }
+                let plan = self.state.plan_group(&head.room_id, group_id, position, &state, &head.recent).await;
+                let plan = match plan {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        head.recent.pop_back();
+                        return Err(e);
+                    }
+                };
                 (group_id, Some(plan), Some(Arc::new(state)))
             }
             None => (head.state_group, None, None),
         };
         let membership =
             (draft.kind == "m.room.member").then(|| draft.content.get("membership").and_then(Value::as_str)).flatten();
-
-        // A redaction that applies rewrites the stored target.
-        let redaction = match (&draft.redacts, draft.kind.as_str()) {
-            (Some(target), "m.room.redaction") => self.redacted_json(&head.room_id, target, &rules).await?,
-            _ => None,
-        };
 
         let stored = StoredEvent {
             stream_ordering: stream.id(),
@@ -402,7 +430,8 @@ impl Timeline {
         };
         let prev: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
         let auth: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
-        self.storage
+        let persisted = self
+            .storage
             .persist_event(&NewEvent {
                 event: &stored,
                 prev_events: &prev,
@@ -414,7 +443,13 @@ impl Timeline {
                 relation: relation(&draft.content),
                 search: searchable(&draft.kind, &draft.content),
             })
-            .await?;
+            .await;
+        if let Err(e) = persisted {
+            if new_group.is_some() {
+                head.recent.pop_back();
+            }
+            return Err(e.into());
+        }
         stream.finish();
 
         self.events.insert(event_id.to_string(), Arc::new(pdu)).await;
@@ -464,9 +499,4 @@ fn searchable<'a>(kind: &str, content: &'a Value) -> Option<(&'static str, &'a s
         _ => return None,
     };
     Some((key, content.get(field)?.as_str()?))
-}
-
-/// Whether `user` is the `join_authorised_via_users_server` of a join.
-fn is_authoriser(content: &Value, user: &str) -> bool {
-    content.get("join_authorised_via_users_server").and_then(Value::as_str) == Some(user)
 }
