@@ -188,3 +188,125 @@ async fn reopening_applies_no_migration_twice_and_refuses_newer_databases() {
         Ok(_) => panic!("opened a database newer than the code"),
     }
 }
+
+fn stored(stream: i64, event_id: &str, room_id: &str, state_key: Option<&str>, group: i64) -> StoredEvent {
+    StoredEvent {
+        stream_ordering: stream,
+        event_id: event_id.to_owned(),
+        room_id: room_id.to_owned(),
+        event_type: if state_key.is_some() { "m.room.member".into() } else { "m.room.message".into() },
+        state_key: state_key.map(str::to_owned),
+        sender: "@a:x".into(),
+        depth: stream,
+        origin_server_ts: 1000 + stream,
+        state_group: group,
+        redacted_by: None,
+        json: format!("{{\"n\":{stream}}}"),
+    }
+}
+
+fn plain(event: &StoredEvent) -> NewEvent<'_> {
+    NewEvent {
+        event,
+        prev_events: &[],
+        auth_events: &[],
+        new_state_group: None,
+        membership: None,
+        txn: None,
+        redaction: None,
+        relation: None,
+        search: None,
+    }
+}
+
+#[tokio::test]
+async fn events_state_groups_and_pagination() {
+    for f in fixtures().await {
+        let s = &f.storage;
+        let room =
+            RoomRecord { room_id: "!r:x".into(), room_version: "10".into(), creator: "@a:x".into(), is_public: false };
+        assert!(s.create_room(&room, 1).await.unwrap());
+        assert!(!s.create_room(&room, 1).await.unwrap());
+
+        // Three state changes: group 2 is a delta against group 1, group 3 against nothing... as planned by callers.
+        let entry = |k: &str, e: &str| StateEntry {
+            event_type: "m.room.member".into(),
+            state_key: k.into(),
+            event_id: e.into(),
+        };
+        let g1 = NewStateGroup { id: 1, prev_group: None, position: 1, delta: vec![entry("@a:x", "$1")] };
+        let g2 = NewStateGroup { id: 2, prev_group: Some(1), position: 2, delta: vec![entry("@b:x", "$2")] };
+        let g3 = NewStateGroup { id: 3, prev_group: Some(2), position: 3, delta: vec![entry("@a:x", "$3")] };
+        for (i, group) in [&g1, &g2, &g3].into_iter().enumerate() {
+            let n = i as i64 + 1;
+            let key = if n == 2 { "@b:x" } else { "@a:x" };
+            let event = stored(n, &format!("${n}"), "!r:x", Some(key), n);
+            let txn_id = format!("t{n}");
+            let prev = if n > 1 { vec![format!("${}", n - 1)] } else { vec![] };
+            s.persist_event(&NewEvent {
+                new_state_group: Some(group),
+                membership: Some("join"),
+                prev_events: &prev,
+                txn: Some(("@a:x", "D", &txn_id)),
+                ..plain(&event)
+            })
+            .await
+            .unwrap();
+        }
+        let message = stored(4, "$4", "!r:x", None, 3);
+        s.persist_event(&NewEvent {
+            relation: Some(("$3", "m.thread")),
+            search: Some(("content.body", "hello searchable world")),
+            prev_events: &["$3".to_owned()],
+            ..plain(&message)
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(s.max_ids().await.unwrap(), (4, 3));
+        let extremities = s.forward_extremities("!r:x").await.unwrap();
+        assert_eq!(extremities.len(), 1, "{}", s.engine());
+        assert_eq!(extremities[0].event_id, "$4");
+        assert_eq!(s.state_group_lookup(3, "m.room.member", "@a:x").await.unwrap().as_deref(), Some("$3"));
+        assert_eq!(s.state_group_lookup(3, "m.room.member", "@b:x").await.unwrap().as_deref(), Some("$2"));
+        assert_eq!(s.state_group_lookup(1, "m.room.member", "@b:x").await.unwrap(), None);
+        let chain = s.state_group_chain_entries(3).await.unwrap();
+        assert_eq!(chain.iter().map(|(g, _)| *g).collect::<Vec<_>>(), vec![1, 2, 3], "oldest first");
+        assert_eq!(s.state_group_at_position("!r:x", 2).await.unwrap(), Some(2));
+        assert_eq!(s.membership("!r:x", "@b:x").await.unwrap().unwrap().membership, "join");
+        assert_eq!(s.rooms_with_membership("@a:x", "join").await.unwrap(), vec!["!r:x".to_owned()]);
+        assert_eq!(s.current_state("!r:x").await.unwrap().len(), 2);
+        assert_eq!(s.txn_event_id("@a:x", "D", "t2").await.unwrap().as_deref(), Some("$2"));
+
+        let back = s.room_events_page("!r:x", (i64::MAX, i64::MAX), Direction::Backward, 3).await.unwrap();
+        assert_eq!(back.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["$4", "$3", "$2"]);
+        let forward = s.room_events_page("!r:x", (2, 2), Direction::Forward, 10).await.unwrap();
+        assert_eq!(forward.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["$3", "$4"]);
+
+        let threads = s.threads("!r:x", None, i64::MAX, 10).await.unwrap();
+        assert_eq!((threads[0].root.as_str(), threads[0].count), ("$3", 1));
+        assert_eq!(s.relations("$3", Some("m.thread"), None, 0, Direction::Forward, 10).await.unwrap().len(), 1);
+
+        let rooms = vec!["!r:x".to_owned()];
+        let keys = vec!["content.body".to_owned()];
+        let (hits, count) = s.search_events(&rooms, "searchable", &keys, false, 0, 10).await.unwrap();
+        assert_eq!((count, hits[0].event.event_id.as_str()), (1, "$4"), "{}", s.engine());
+        let (hits, _) = s.search_events(&rooms, "\"quoted OR -weird\"", &keys, true, 0, 10).await.unwrap();
+        assert!(hits.is_empty(), "operators in user input are plain words");
+
+        // A redaction rewrites the target and drops it from the search index.
+        let redaction = stored(5, "$5", "!r:x", None, 3);
+        s.persist_event(&NewEvent { redaction: Some(("$4", "{\"redacted\":true}")), ..plain(&redaction) })
+            .await
+            .unwrap();
+        let target = s.get_event("$4").await.unwrap().unwrap();
+        assert_eq!((target.json.as_str(), target.redacted_by.as_deref()), ("{\"redacted\":true}", Some("$5")));
+        assert_eq!(s.search_events(&rooms, "searchable", &keys, false, 0, 10).await.unwrap().1, 0);
+
+        assert!(s.create_alias("#a:x", "!r:x", "@a:x").await.unwrap());
+        assert!(!s.create_alias("#a:x", "!r:x", "@a:x").await.unwrap());
+        assert_eq!(s.room_aliases("!r:x").await.unwrap(), vec!["#a:x".to_owned()]);
+        assert!(s.delete_alias("#a:x").await.unwrap());
+        f.finish().await;
+    }
+}

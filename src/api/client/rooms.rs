@@ -346,6 +346,7 @@ async fn get_state_event_empty_key(
 
 #[derive(Deserialize)]
 struct MembersQuery {
+    at: Option<String>,
     membership: Option<String>,
     not_membership: Option<String>,
 }

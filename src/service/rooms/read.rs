@@ -237,8 +237,28 @@ impl Rooms {
         user_id: &str,
         membership: Option<&str>,
         not_membership: Option<&str>,
+        at: Option<&str>,
     ) -> Result<Vec<Value>> {
-        let state = self.readable_state(room_id, user_id).await?;
+        let mut state = self.readable_state(room_id, user_id).await?;
+        if let Some(at) = at {
+            // The membership as of the last event at or before the token.
+            let token = Token::parse(at)?;
+            let position = (token.depth, token.stream.saturating_add(1));
+            let page = self.storage.room_events_page(room_id, position, Direction::Backward, 1).await?;
+            if let Some(event) = page.first() {
+                let mut check = VisibilityCheck::new(self, room_id, user_id).await?;
+                if !check.can_see(event).await? {
+                    return Err(Error::forbidden("You cannot see the room at that point"));
+                }
+                state = self
+                    .state
+                    .full_state(event.state_group)
+                    .await?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+            }
+        }
         let ids: Vec<String> = state.into_iter().filter(|((t, _), _)| t == "m.room.member").map(|(_, id)| id).collect();
         let mut events = self.storage.get_events(&ids).await?;
         events.retain(|event| {
