@@ -365,6 +365,7 @@ async fn members(
             &auth.requester.user_id,
             query.membership.as_deref(),
             query.not_membership.as_deref(),
+            query.at.as_deref(),
         )
         .await?;
     Ok(axum::Json(json!({ "chunk": chunk })))
