@@ -1,19 +1,33 @@
 //! Per-user account data (global and per room) and stored sync filters.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::service::notifier::Notifier;
 use crate::storage::Storage;
 
 pub struct AccountData {
     storage: Arc<dyn Storage>,
+    notifier: Arc<Notifier>,
+    /// The account data stream: the position of the latest change.
+    stream: AtomicI64,
+    /// Writes are serialised so that a position is visible only once its row
+    /// is stored (a reader never skips a change still being written).
+    write: tokio::sync::Mutex<()>,
 }
 
 impl AccountData {
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage }
+    pub async fn new(storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Self> {
+        let stream = AtomicI64::new(storage.max_account_data_stream().await?);
+        Ok(Self { storage, notifier, stream, write: tokio::sync::Mutex::new(()) })
+    }
+
+    /// The position of the latest account data change.
+    pub fn position(&self) -> i64 {
+        self.stream.load(Ordering::SeqCst)
     }
 
     /// `room_id` is `None` for global account data.
@@ -21,7 +35,14 @@ impl AccountData {
         if !content.is_object() {
             return Err(Error::bad_json("Account data content must be a JSON object"));
         }
-        self.storage.put_account_data(user_id, room_id.unwrap_or(""), data_type, &content.to_string()).await?;
+        let guard = self.write.lock().await;
+        let position = self.stream.load(Ordering::SeqCst) + 1;
+        self.storage
+            .put_account_data(user_id, room_id.unwrap_or(""), data_type, &content.to_string(), position)
+            .await?;
+        self.stream.store(position, Ordering::SeqCst);
+        drop(guard);
+        self.notifier.wake_user(user_id);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod notifier;
 pub mod password;
 pub mod rate_limit;
 pub mod registration;
@@ -10,6 +11,7 @@ pub mod room_versions;
 pub mod rooms;
 pub mod secrets;
 pub mod signing_key;
+pub mod sync;
 pub mod uia;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ pub struct Services {
     pub rate_limiter: rate_limit::RateLimiter,
     pub signing_key: Arc<signing_key::SigningKey>,
     pub rooms: rooms::Rooms,
+    pub notifier: Arc<notifier::Notifier>,
 }
 
 use auth::Authenticator;
@@ -42,13 +45,15 @@ impl Services {
     ) -> crate::error::Result<Self> {
         let auth = Arc::new(Authenticator::new(storage.clone()));
         let signing_key = Arc::new(signing_key);
-        let notify: Arc<dyn Fn(&crate::storage::StoredEvent) + Send + Sync> = Arc::new(|_| {});
-        let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notify).await?;
+        let notifier = Arc::new(notifier::Notifier::new(storage.clone()));
+        let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone()).await?;
+        let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
         Ok(Self {
             rooms,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone()),
             registration: registration::Registration::new(config.clone(), storage.clone()),
-            account_data: account_data::AccountData::new(storage.clone()),
+            account_data,
+            notifier,
             uia: uia::Uia::new(Duration::from_secs(config.auth.uia_session_timeout_secs)),
             rate_limiter: rate_limit::RateLimiter::new(config.rate_limits.clone()),
             signing_key,

@@ -127,10 +127,28 @@ pub trait DeviceStore: Send + Sync {
     async fn revoke_sessions_except(&self, user_id: &str, keep_device: Option<&str>) -> Result<Vec<String>>;
 }
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountDataRow {
+    pub room_id: String,
+    pub data_type: String,
+    pub content: String,
+    pub stream_id: i64,
+}
+
 #[async_trait]
 pub trait AccountDataStore: Send + Sync {
     /// `room_id` is "" for global account data.
-    async fn put_account_data(&self, user_id: &str, room_id: &str, data_type: &str, content: &str) -> Result<()>;
+    async fn put_account_data(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        data_type: &str,
+        content: &str,
+        stream_id: i64,
+    ) -> Result<()>;
+    /// Account data changed after the stream position `after`, oldest first.
+    async fn account_data_since(&self, user_id: &str, after: i64) -> Result<Vec<AccountDataRow>>;
+    async fn max_account_data_stream(&self) -> Result<i64>;
     async fn get_account_data(&self, user_id: &str, room_id: &str, data_type: &str) -> Result<Option<String>>;
     async fn create_filter(&self, user_id: &str, filter_json: &str) -> Result<i64>;
     async fn get_filter(&self, user_id: &str, filter_id: i64) -> Result<Option<String>>;

@@ -119,6 +119,16 @@ pub struct MemberRecord {
     pub event_id: String,
 }
 
+/// A user's membership in one room, with the stream position it changed at.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserMembership {
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_ordering: i64,
+    pub forgotten: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Backward,
@@ -149,6 +159,13 @@ pub trait RoomStore: Send + Sync {
         direction: Direction,
         limit: i64,
     ) -> Result<Vec<StoredEvent>>;
+
+    /// A room's events with stream positions in `(after, upto]`, newest first.
+    async fn room_events_in_range(&self, room_id: &str, after: i64, upto: i64, limit: i64) -> Result<Vec<StoredEvent>>;
+    /// A room's state events with stream positions in `(after, upto)`, oldest first.
+    async fn room_state_events_in_range(&self, room_id: &str, after: i64, before: i64) -> Result<Vec<StoredEvent>>;
+    /// Every room the user has a membership in.
+    async fn user_memberships(&self, user_id: &str) -> Result<Vec<UserMembership>>;
 
     async fn state_group(&self, id: i64) -> Result<Option<StateGroupRecord>>;
     async fn state_group_at_position(&self, room_id: &str, position: i64) -> Result<Option<i64>>;

@@ -293,18 +293,42 @@ macro_rules! impl_shared_sql {
                 room_id: &str,
                 data_type: &str,
                 content: &str,
+                stream_id: i64,
             ) -> $crate::storage::Result<()> {
                 sqlx::query(
-                    "INSERT INTO account_data (user_id, room_id, data_type, content) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (user_id, room_id, data_type) DO UPDATE SET content = excluded.content",
+                    "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (user_id, room_id, data_type)
+                     DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
                 )
                 .bind(user_id)
                 .bind(room_id)
                 .bind(data_type)
                 .bind(content)
+                .bind(stream_id)
                 .execute(&self.write)
                 .await?;
                 Ok(())
+            }
+
+            async fn account_data_since(
+                &self,
+                user_id: &str,
+                after: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::AccountDataRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT room_id, data_type, content, stream_id FROM account_data
+                     WHERE user_id = $1 AND stream_id > $2 ORDER BY stream_id",
+                )
+                .bind(user_id)
+                .bind(after)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn max_account_data_stream(&self) -> $crate::storage::Result<i64> {
+                let max: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(stream_id) FROM account_data").fetch_one(&self.read).await?;
+                Ok(max.unwrap_or(0))
             }
 
             async fn get_account_data(

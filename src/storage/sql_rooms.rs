@@ -253,6 +253,58 @@ macro_rules! impl_room_sql {
                     .await?)
             }
 
+            async fn room_events_in_range(
+                &self,
+                room_id: &str,
+                after: i64,
+                upto: i64,
+                limit: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                let sql = format!(
+                    "SELECT {} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
+                     ORDER BY stream_ordering DESC LIMIT $4",
+                    $crate::storage::sql_rooms::EVENT_COLUMNS
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(room_id)
+                    .bind(after)
+                    .bind(upto)
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn room_state_events_in_range(
+                &self,
+                room_id: &str,
+                after: i64,
+                before: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                let sql = format!(
+                    "SELECT {} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering < $3
+                       AND state_key IS NOT NULL ORDER BY stream_ordering",
+                    $crate::storage::sql_rooms::EVENT_COLUMNS
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(room_id)
+                    .bind(after)
+                    .bind(before)
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
+            async fn user_memberships(
+                &self,
+                user_id: &str,
+            ) -> $crate::storage::Result<Vec<$crate::storage::UserMembership>> {
+                Ok(sqlx::query_as(
+                    "SELECT room_id, membership, event_id, stream_ordering, forgotten FROM memberships WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
             async fn state_group(&self, id: i64) -> $crate::storage::Result<Option<$crate::storage::StateGroupRecord>> {
                 Ok(sqlx::query_as("SELECT id, prev_group, position FROM state_groups WHERE id = $1")
                     .bind(id)

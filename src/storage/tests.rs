@@ -119,9 +119,13 @@ async fn sessions_replace_tokens_per_device() {
 async fn account_data_and_filters() {
     for f in fixtures().await {
         let s = &f.storage;
-        s.put_account_data("@a:x", "", "m.direct", "{\"a\":1}").await.unwrap();
-        s.put_account_data("@a:x", "", "m.direct", "{\"a\":2}").await.unwrap();
-        s.put_account_data("@a:x", "!r:x", "m.direct", "{\"room\":true}").await.unwrap();
+        s.put_account_data("@a:x", "", "m.direct", "{\"a\":1}", 1).await.unwrap();
+        s.put_account_data("@a:x", "", "m.direct", "{\"a\":2}", 2).await.unwrap();
+        s.put_account_data("@a:x", "!r:x", "m.direct", "{\"room\":true}", 3).await.unwrap();
+        let since: Vec<(String, i64)> =
+            s.account_data_since("@a:x", 1).await.unwrap().into_iter().map(|r| (r.room_id, r.stream_id)).collect();
+        assert_eq!(since, vec![(String::new(), 2), ("!r:x".to_owned(), 3)]);
+        assert_eq!(s.max_account_data_stream().await.unwrap(), 3);
         assert_eq!(s.get_account_data("@a:x", "", "m.direct").await.unwrap().as_deref(), Some("{\"a\":2}"));
         assert_eq!(s.get_account_data("@a:x", "!r:x", "m.direct").await.unwrap().as_deref(), Some("{\"room\":true}"));
         assert!(s.get_account_data("@b:x", "", "m.direct").await.unwrap().is_none());

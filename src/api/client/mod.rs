@@ -11,6 +11,7 @@ mod register;
 mod reports;
 mod rooms;
 mod session;
+mod sync;
 mod tags;
 
 pub use register::MAX_PASSWORD_LEN;
@@ -33,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .merge(history::routes())
         .merge(tags::routes())
         .merge(reports::routes())
+        .merge(sync::routes())
 }
 
 /// Only the owner may act on their own user-scoped resources.

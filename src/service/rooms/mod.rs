@@ -2,6 +2,7 @@
 
 mod create;
 mod directory;
+pub mod filter;
 mod format;
 mod hierarchy;
 pub mod ids;
@@ -13,7 +14,7 @@ mod search;
 pub mod state;
 pub mod timeline;
 mod upgrade;
-mod visibility;
+pub(crate) mod visibility;
 
 use std::sync::Arc;
 
@@ -26,17 +27,18 @@ pub use read::{MessagesRequest, MessagesResponse, Token};
 pub use relations::{Page, RelationsRequest};
 pub use search::RoomEventsCriteria;
 pub use timeline::{EventDraft, Origin};
+pub use visibility::VisibilityCheck;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::service::signing_key::SigningKey;
-use crate::storage::{Storage, StoredEvent};
+use crate::storage::Storage;
 
 pub struct Rooms {
     config: Arc<Config>,
-    storage: Arc<dyn Storage>,
+    pub(crate) storage: Arc<dyn Storage>,
     pub timeline: timeline::Timeline,
-    state: Arc<state::StateStore>,
+    pub(crate) state: Arc<state::StateStore>,
 }
 
 impl Rooms {
@@ -44,11 +46,11 @@ impl Rooms {
         config: Arc<Config>,
         storage: Arc<dyn Storage>,
         signing_key: Arc<SigningKey>,
-        notify: Arc<dyn Fn(&StoredEvent) + Send + Sync>,
+        notifier: Arc<crate::service::notifier::Notifier>,
     ) -> Result<Self> {
         let state = Arc::new(state::StateStore::new(storage.clone()));
         let timeline =
-            timeline::Timeline::new(storage.clone(), state.clone(), signing_key, config.server_name.clone(), notify)
+            timeline::Timeline::new(storage.clone(), state.clone(), signing_key, config.server_name.clone(), notifier)
                 .await?;
         Ok(Self { config, storage, timeline, state })
     }

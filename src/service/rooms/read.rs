@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::Rooms;
+use super::filter::EventFilter;
 use super::format::{client_event, content};
 use super::visibility::VisibilityCheck;
 use crate::error::{Error, Result};
@@ -51,73 +52,6 @@ pub struct MessagesResponse {
     pub start: String,
     pub end: Option<String>,
     pub state: Vec<Value>,
-}
-
-/// The room event filter fields /messages applies.
-#[derive(Default)]
-struct EventFilter {
-    types: Option<Vec<String>>,
-    not_types: Vec<String>,
-    senders: Option<Vec<String>>,
-    not_senders: Vec<String>,
-    contains_url: Option<bool>,
-    lazy_load_members: bool,
-}
-
-impl EventFilter {
-    fn parse(filter: Option<&Value>) -> Result<Self> {
-        let Some(filter) = filter else { return Ok(Self::default()) };
-        let strings = |key: &str| -> Result<Option<Vec<String>>> {
-            match filter.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(value) => serde_json::from_value(value.clone())
-                    .map(Some)
-                    .map_err(|_| Error::bad_json(format!("filter.{key} must be a list of strings"))),
-            }
-        };
-        Ok(Self {
-            types: strings("types")?,
-            not_types: strings("not_types")?.unwrap_or_default(),
-            senders: strings("senders")?,
-            not_senders: strings("not_senders")?.unwrap_or_default(),
-            contains_url: filter.get("contains_url").and_then(Value::as_bool),
-            lazy_load_members: filter.get("lazy_load_members").and_then(Value::as_bool).unwrap_or(false),
-        })
-    }
-
-    fn matches(&self, event: &StoredEvent, content: &Value) -> bool {
-        let type_matches = |pattern: &String| glob_match(pattern, &event.event_type);
-        if self.not_types.iter().any(type_matches) || self.not_senders.contains(&event.sender) {
-            return false;
-        }
-        if self.types.as_ref().is_some_and(|types| !types.iter().any(type_matches)) {
-            return false;
-        }
-        if self.senders.as_ref().is_some_and(|senders| !senders.contains(&event.sender)) {
-            return false;
-        }
-        if let Some(wanted) = self.contains_url {
-            let has_url = content.get("url").is_some_and(Value::is_string);
-            if has_url != wanted {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// Event type patterns: `*` matches any run of characters.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(remaining) = text.strip_prefix(prefix) else { return false };
-            if rest.is_empty() {
-                return true;
-            }
-            (0..=remaining.len()).any(|i| remaining.is_char_boundary(i) && glob_match(rest, &remaining[i..]))
-        }
-    }
 }
 
 impl Rooms {
@@ -481,14 +415,5 @@ mod tests {
         for bad in ["", "t", "t1", "x1_2", "t1_x", "t_1"] {
             assert_eq!(Token::parse(bad).unwrap_err().errcode, "M_INVALID_PARAM", "{bad}");
         }
-    }
-
-    #[test]
-    fn type_globs() {
-        assert!(glob_match("m.room.*", "m.room.message"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("m.*.message", "m.room.message"));
-        assert!(!glob_match("m.room.message", "m.room.messages"));
-        assert!(!glob_match("m.room.*", "m.call.invite"));
     }
 }

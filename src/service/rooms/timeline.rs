@@ -13,6 +13,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::pdu::{self, Pdu};
 use super::state::{StateChange, StateMap, StateStore};
 use crate::error::{Error, Result};
+use crate::service::notifier::{EventNotice, Notifier};
 use crate::service::now_ms;
 use crate::service::signing_key::SigningKey;
 use crate::storage::{NewEvent, Storage, StoredEvent};
@@ -81,7 +82,7 @@ pub struct Timeline {
     heads: Mutex<HashMap<String, Arc<AsyncMutex<Option<RoomHead>>>>>,
     ids: super::ids::IdAllocator,
     events: moka::future::Cache<String, Arc<Pdu>>,
-    notify: Arc<dyn Fn(&StoredEvent) + Send + Sync>,
+    notifier: Arc<Notifier>,
 }
 
 impl Timeline {
@@ -90,7 +91,7 @@ impl Timeline {
         state: Arc<StateStore>,
         signing_key: Arc<SigningKey>,
         server_name: String,
-        notify: Arc<dyn Fn(&StoredEvent) + Send + Sync>,
+        notifier: Arc<Notifier>,
     ) -> Result<Self> {
         let ids = super::ids::IdAllocator::load(storage.as_ref()).await?;
         Ok(Self {
@@ -101,7 +102,7 @@ impl Timeline {
             heads: Mutex::new(HashMap::new()),
             ids,
             events: moka::future::Cache::builder().max_capacity(50_000).build(),
-            notify,
+            notifier,
         })
     }
 
@@ -450,6 +451,7 @@ impl Timeline {
             }
             return Err(e.into());
         }
+        let stream_id = stream.id();
         stream.finish();
 
         self.events.insert(event_id.to_string(), Arc::new(pdu)).await;
@@ -463,7 +465,11 @@ impl Timeline {
             head.state_group = group.id;
             head.position = group.position;
         }
-        (self.notify)(&stored);
+        let notice = EventNotice {
+            room_id: stored.room_id.clone(),
+            member: (stored.event_type == "m.room.member").then(|| stored.state_key.clone()).flatten(),
+        };
+        self.notifier.event_persisted(stream_id, notice, self.ids.persisted());
         Ok(())
     }
 

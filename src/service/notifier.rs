@@ -1,0 +1,109 @@
+//! Wakes the long-polling `/sync` requests of exactly the users a change concerns.
+//!
+//! Each user with a waiting request has a `Notify`; a new event wakes the
+//! members of its room (and the target of a membership change), account data
+//! wakes its owner. Idle long-polls cost one `Notify` per user and no CPU.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use moka::future::Cache;
+use tokio::sync::Notify;
+
+use crate::storage::Storage;
+
+/// What a persisted event needs for its notification.
+#[derive(Debug, Clone)]
+pub struct EventNotice {
+    pub room_id: String,
+    /// For membership events: the user whose membership changed.
+    pub member: Option<String>,
+}
+
+pub struct Notifier {
+    storage: Arc<dyn Storage>,
+    users: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Users to wake for each room: joined, invited and knocking members.
+    members: Cache<String, Arc<Vec<String>>>,
+    /// Notices of events persisted while an earlier stream position was still
+    /// being written: readers cannot see them yet, so they wait.
+    held: Mutex<BTreeMap<i64, EventNotice>>,
+}
+
+impl Notifier {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            storage,
+            users: Mutex::new(HashMap::new()),
+            members: Cache::builder().max_capacity(100_000).build(),
+            held: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The handle a sync request waits on. Call `notified()` and `enable()` it
+    /// before looking for new data, so that no wake-up is missed in between.
+    /// Handles stay for the life of the process (one small entry per user who
+    /// ever synced): removing one while a request holds it would lose wake-ups.
+    pub fn handle(&self, user_id: &str) -> Arc<Notify> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.entry(user_id.to_owned()).or_default().clone()
+    }
+
+    pub fn wake_user(&self, user_id: &str) {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = users.get(user_id) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Records a persisted event at `stream`; wakes the users of every event now
+    /// visible (all positions up to `visible` are persisted).
+    pub fn event_persisted(self: &Arc<Self>, stream: i64, notice: EventNotice, visible: i64) {
+        let ready: Vec<EventNotice> = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.insert(stream, notice);
+            let later = held.split_off(&(visible + 1));
+            std::mem::replace(&mut *held, later).into_values().collect()
+        };
+        for notice in ready {
+            let this = self.clone();
+            tokio::spawn(async move { this.wake_room(notice).await });
+        }
+    }
+
+    async fn wake_room(&self, notice: EventNotice) {
+        if notice.member.is_some() {
+            self.members.invalidate(&notice.room_id).await;
+        }
+        let members = match self.room_members(&notice.room_id).await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(error = %e, room_id = %notice.room_id, "cannot load members to notify");
+                return;
+            }
+        };
+        for user in members.iter() {
+            self.wake_user(user);
+        }
+        if let Some(member) = &notice.member {
+            self.wake_user(member);
+        }
+    }
+
+    async fn room_members(&self, room_id: &str) -> crate::error::Result<Arc<Vec<String>>> {
+        if let Some(members) = self.members.get(room_id).await {
+            return Ok(members);
+        }
+        let members: Vec<String> = self
+            .storage
+            .room_members(room_id)
+            .await?
+            .into_iter()
+            .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+            .map(|m| m.user_id)
+            .collect();
+        let members = Arc::new(members);
+        self.members.insert(room_id.to_owned(), members.clone()).await;
+        Ok(members)
+    }
+}

@@ -1,0 +1,338 @@
+//! GET /sync: what a client missed since its token, or a long-poll until
+//! something arrives.
+
+mod filter;
+mod token;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+pub use filter::SyncFilter;
+pub use token::SyncToken;
+
+use crate::error::Result;
+use crate::service::Services;
+use crate::service::rooms::{Token, VisibilityCheck};
+use crate::storage::{AccountDataRow, Direction, StoredEvent, UserMembership};
+
+/// Longest a client may make the server hold a request.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// State event types shown to invitees (the spec's recommended stripped state).
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+pub struct SyncRequest {
+    pub since: Option<SyncToken>,
+    pub timeout: Duration,
+    pub full_state: bool,
+    pub filter: SyncFilter,
+}
+
+pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> Result<Value> {
+    let handle = services.notifier.handle(user_id);
+    let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+    let mut since = request.since;
+    loop {
+        // Armed before looking, so a change between the look and the wait still wakes us.
+        let notified = handle.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let now = current_token(services).max(since.unwrap_or_default());
+        if since.is_none_or(|s| s.is_behind(&now)) || request.full_state {
+            let (response, empty) = build(services, user_id, since, now, &request).await?;
+            if !empty || since.is_none() || request.full_state {
+                return Ok(response);
+            }
+            // Nothing that concerns this user: wait from here.
+            since = Some(now);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(json!({ "next_batch": since.unwrap_or(now).to_string() }));
+        }
+    }
+}
+
+fn current_token(services: &Services) -> SyncToken {
+    SyncToken { events: services.rooms.timeline.ids().persisted(), account_data: services.account_data.position() }
+}
+
+/// Builds the response for `(since, now]`; the flag says whether it carries nothing.
+async fn build(
+    services: &Services,
+    user_id: &str,
+    since: Option<SyncToken>,
+    now: SyncToken,
+    request: &SyncRequest,
+) -> Result<(Value, bool)> {
+    let storage = &services.storage;
+    let filter = &request.filter;
+    let account_data_after = if request.full_state { 0 } else { since.map(|s| s.account_data).unwrap_or(0) };
+    let mut account_data: HashMap<String, Vec<AccountDataRow>> = HashMap::new();
+    for row in storage.account_data_since(user_id, account_data_after).await? {
+        if row.stream_id <= now.account_data {
+            account_data.entry(row.room_id.clone()).or_default().push(row);
+        }
+    }
+
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut leave = Map::new();
+    let mut knock = Map::new();
+    for membership in storage.user_memberships(user_id).await? {
+        if !filter.room_allowed(&membership.room_id) || membership.stream_ordering > now.events {
+            continue;
+        }
+        let changed_since = since.is_none_or(|s| membership.stream_ordering > s.events);
+        let room_account_data = account_data.remove(&membership.room_id).unwrap_or_default();
+        match membership.membership.as_str() {
+            "join" => {
+                if let Some(room) =
+                    joined_room(services, user_id, &membership, since, now, request, room_account_data).await?
+                {
+                    join.insert(membership.room_id.clone(), room);
+                }
+            }
+            "invite" if changed_since => {
+                invite.insert(
+                    membership.room_id.clone(),
+                    json!({ "invite_state": { "events": stripped_state(services, &membership).await? } }),
+                );
+            }
+            "knock" if changed_since => {
+                knock.insert(
+                    membership.room_id.clone(),
+                    json!({ "knock_state": { "events": stripped_state(services, &membership).await? } }),
+                );
+            }
+            "leave" | "ban"
+                if !membership.forgotten
+                    && (since.is_some() && changed_since || since.is_none() && filter.include_leave) =>
+            {
+                leave.insert(
+                    membership.room_id.clone(),
+                    left_room(services, user_id, &membership, since, request).await?,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    let global: Vec<Value> = account_data
+        .remove("")
+        .unwrap_or_default()
+        .iter()
+        .filter(|row| filter.account_data_allowed(&row.data_type))
+        .map(account_data_event)
+        .collect();
+    let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && knock.is_empty() && global.is_empty();
+    let mut rooms = Map::new();
+    for (key, map) in [("join", join), ("invite", invite), ("leave", leave), ("knock", knock)] {
+        if !map.is_empty() {
+            rooms.insert(key.into(), Value::Object(map));
+        }
+    }
+    let mut response = json!({ "next_batch": now.to_string() });
+    if !rooms.is_empty() {
+        response["rooms"] = Value::Object(rooms);
+    }
+    if !global.is_empty() {
+        response["account_data"] = json!({ "events": global });
+    }
+    Ok((response, empty))
+}
+
+fn account_data_event(row: &AccountDataRow) -> Value {
+    let content: Value = serde_json::from_str(&row.content).unwrap_or_else(|_| json!({}));
+    json!({ "type": row.data_type, "content": content })
+}
+
+/// One joined room's section, or `None` when nothing changed in it.
+async fn joined_room(
+    services: &Services,
+    user_id: &str,
+    membership: &UserMembership,
+    since: Option<SyncToken>,
+    now: SyncToken,
+    request: &SyncRequest,
+    account_data: Vec<AccountDataRow>,
+) -> Result<Option<Value>> {
+    let rooms = &services.rooms;
+    let storage = &services.storage;
+    let filter = &request.filter;
+    let room_id = &membership.room_id;
+    let newly_joined = since.is_none_or(|s| membership.stream_ordering > s.events);
+    let full = newly_joined || request.full_state;
+    let after = if newly_joined { 0 } else { since.map(|s| s.events).unwrap_or(0) };
+    let limit = filter.timeline_limit();
+
+    let mut events = storage.room_events_in_range(room_id, after, now.events, limit as i64 + 1).await?;
+    let limited = events.len() > limit;
+    events.truncate(limit);
+    events.reverse();
+    if !full && events.is_empty() && account_data.is_empty() {
+        return Ok(None);
+    }
+
+    let mut check = VisibilityCheck::new(rooms, room_id, user_id).await?;
+    let mut timeline = Vec::with_capacity(events.len());
+    for event in &events {
+        if check.can_see(event).await? && filter.timeline_allows(event)? {
+            timeline.push(event.clone());
+        }
+    }
+    let prev_batch = match events.first() {
+        Some(first) => Token::of(first),
+        None => latest_token(services, room_id, now.events).await?,
+    };
+
+    // State up to the start of the timeline.
+    let mut state_events: Vec<StoredEvent> = if full {
+        let group = match events.first() {
+            Some(first) => {
+                let before = storage
+                    .room_events_page(room_id, (first.depth, first.stream_ordering), Direction::Backward, 1)
+                    .await?;
+                before.first().map(|e| e.state_group).unwrap_or(0)
+            }
+            None => storage
+                .room_events_in_range(room_id, 0, now.events, 1)
+                .await?
+                .first()
+                .map(|e| e.state_group)
+                .unwrap_or(0),
+        };
+        let state = rooms.state.full_state(group).await?;
+        storage.get_events(&state.values().cloned().collect::<Vec<_>>()).await?
+    } else if limited {
+        let first = events.first().map(|e| e.stream_ordering).unwrap_or(now.events + 1);
+        let mut latest: HashMap<(String, Option<String>), StoredEvent> = HashMap::new();
+        for event in storage.room_state_events_in_range(room_id, after, first).await? {
+            latest.insert((event.event_type.clone(), event.state_key.clone()), event);
+        }
+        latest.into_values().collect()
+    } else {
+        Vec::new()
+    };
+    if filter.lazy_load_members {
+        let senders: Vec<&str> = timeline.iter().map(|e| e.sender.as_str()).chain(std::iter::once(user_id)).collect();
+        state_events.retain(|e| {
+            e.event_type != "m.room.member" || e.state_key.as_deref().is_some_and(|k| senders.contains(&k))
+        });
+    }
+    state_events.retain(|e| filter.state_allows(e));
+    state_events.sort_by_key(|e| e.stream_ordering);
+
+    let mut room = json!({
+        "timeline": {
+            "events": rooms.format_timeline(&timeline, user_id).await?,
+            "limited": limited,
+            "prev_batch": prev_batch.to_string(),
+        },
+        "state": { "events": rooms.format_events(&state_events).await? },
+        "ephemeral": { "events": [] },
+        "account_data": { "events": account_data.iter().map(account_data_event).collect::<Vec<_>>() },
+    });
+    let membership_changed = timeline.iter().chain(state_events.iter()).any(|e| e.event_type == "m.room.member");
+    if full || membership_changed {
+        room["summary"] = summary(services, room_id, user_id).await?;
+    }
+    Ok(Some(room))
+}
+
+/// The position just after a room's latest event at or before `upto`.
+async fn latest_token(services: &Services, room_id: &str, upto: i64) -> Result<Token> {
+    let latest = services.storage.room_events_in_range(room_id, 0, upto, 1).await?;
+    Ok(latest.first().map(Token::of).unwrap_or(Token { depth: 0, stream: 0 }))
+}
+
+/// `m.heroes` and member counts, for clients to name rooms without a name.
+async fn summary(services: &Services, room_id: &str, user_id: &str) -> Result<Value> {
+    let members = services.storage.room_members(room_id).await?;
+    let joined = members.iter().filter(|m| m.membership == "join").count();
+    let invited = members.iter().filter(|m| m.membership == "invite").count();
+    let heroes: Vec<&str> = members
+        .iter()
+        .filter(|m| m.user_id != user_id && matches!(m.membership.as_str(), "join" | "invite"))
+        .map(|m| m.user_id.as_str())
+        .take(5)
+        .collect();
+    Ok(json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }))
+}
+
+/// What an invitee or knocker may see of a room: a few state events, stripped.
+async fn stripped_state(services: &Services, membership: &UserMembership) -> Result<Vec<Value>> {
+    let storage = &services.storage;
+    let mut ids = Vec::new();
+    for kind in STRIPPED_STATE {
+        if let Some(id) = storage.current_state_event_id(&membership.room_id, kind, "").await? {
+            ids.push(id);
+        }
+    }
+    ids.push(membership.event_id.clone());
+    let mut events = storage.get_events(&ids).await?;
+    // The inviter's own membership, so clients can show who invited.
+    if let Some(invite) = events.iter().find(|e| e.event_id == membership.event_id)
+        && let Some(id) = storage.current_state_event_id(&membership.room_id, "m.room.member", &invite.sender).await?
+        && id != membership.event_id
+    {
+        events.extend(storage.get_events(&[id]).await?);
+    }
+    let mut stripped = Vec::with_capacity(events.len());
+    for event in events {
+        let content = crate::service::rooms::filter::content_of(&event)?;
+        stripped.push(json!({
+            "type": event.event_type,
+            "state_key": event.state_key,
+            "content": content,
+            "sender": event.sender,
+        }));
+    }
+    Ok(stripped)
+}
+
+/// A room the user left (or was removed from): the timeline up to the leave.
+async fn left_room(
+    services: &Services,
+    user_id: &str,
+    membership: &UserMembership,
+    since: Option<SyncToken>,
+    request: &SyncRequest,
+) -> Result<Value> {
+    let limit = request.filter.timeline_limit();
+    let after = since.map(|s| s.events).unwrap_or(0);
+    let mut events = services
+        .storage
+        .room_events_in_range(&membership.room_id, after, membership.stream_ordering, limit as i64 + 1)
+        .await?;
+    let limited = events.len() > limit;
+    events.truncate(limit);
+    events.reverse();
+    let mut check = VisibilityCheck::new(&services.rooms, &membership.room_id, user_id).await?;
+    let mut timeline = Vec::new();
+    for event in &events {
+        // The leave event itself is always shown: it tells the client why it is out.
+        if event.event_id == membership.event_id || check.can_see(event).await? {
+            timeline.push(event.clone());
+        }
+    }
+    let prev_batch = events.first().map(Token::of).unwrap_or(Token { depth: 0, stream: 0 });
+    Ok(json!({
+        "timeline": {
+            "events": services.rooms.format_timeline(&timeline, user_id).await?,
+            "limited": limited,
+            "prev_batch": prev_batch.to_string(),
+        },
+        "state": { "events": [] },
+        "account_data": { "events": [] },
+    }))
+}
