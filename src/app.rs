@@ -49,6 +49,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
     let _ = stop_tx.send(true);
+    services.notifier.shutdown();
     while let Some(result) = servers.join_next().await {
         result.context("listener task failed")??;
     }

@@ -5,6 +5,7 @@
 //! wakes its owner. Idle long-polls cost one `Notify` per user and no CPU.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use moka::future::Cache;
@@ -28,6 +29,8 @@ pub struct Notifier {
     /// Notices of events persisted while an earlier stream position was still
     /// being written: readers cannot see them yet, so they wait.
     held: Mutex<BTreeMap<i64, EventNotice>>,
+    /// Set at shutdown: waiting requests return at once so shutdown need not wait for them.
+    closing: AtomicBool,
 }
 
 impl Notifier {
@@ -37,7 +40,21 @@ impl Notifier {
             users: Mutex::new(HashMap::new()),
             members: Cache::builder().max_capacity(100_000).build(),
             held: Mutex::new(BTreeMap::new()),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Ends every long-poll now and makes new ones return at once.
+    pub fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        for notify in users.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// The handle a sync request waits on. Call `notified()` and `enable()` it
