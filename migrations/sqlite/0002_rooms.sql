@@ -26,16 +26,12 @@ CREATE TABLE events (
 );
 CREATE INDEX events_room_topological ON events (room_id, depth, stream_ordering);
 
--- The DAG (prev_events) and the auth edges (auth_events).
+-- The DAG: each event's prev_events. (auth_events are read from the PDU JSON
+-- when an auth chain is needed: a row per auth event would triple the rows per message.)
 CREATE TABLE event_edges (
     event_id      TEXT NOT NULL,
     prev_event_id TEXT NOT NULL,
     PRIMARY KEY (event_id, prev_event_id)
-) WITHOUT ROWID;
-CREATE TABLE event_auth (
-    event_id      TEXT NOT NULL,
-    auth_event_id TEXT NOT NULL,
-    PRIMARY KEY (event_id, auth_event_id)
 ) WITHOUT ROWID;
 
 -- Events of a room that no other event names as a prev_event yet.

@@ -58,7 +58,6 @@ pub struct NewStateGroup {
 pub struct NewEvent<'a> {
     pub event: &'a StoredEvent,
     pub prev_events: &'a [String],
-    pub auth_events: &'a [String],
     /// The snapshot created by this (state) event, if any.
     pub new_state_group: Option<&'a NewStateGroup>,
     /// For a membership event: the membership of the user named by its state key.

@@ -111,13 +111,6 @@ macro_rules! impl_room_sql {
                         .execute(&mut *tx)
                         .await?;
                 }
-                for auth in new.auth_events {
-                    sqlx::query("INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2)")
-                        .bind(&e.event_id)
-                        .bind(auth)
-                        .execute(&mut *tx)
-                        .await?;
-                }
                 sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                     .bind(&e.room_id)
                     .bind(&e.event_id)

@@ -213,7 +213,6 @@ fn plain(event: &StoredEvent) -> NewEvent<'_> {
     NewEvent {
         event,
         prev_events: &[],
-        auth_events: &[],
         new_state_group: None,
         membership: None,
         txn: None,

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use complement_tests::load::dbsize::DbSize;
+use complement_tests::load::report::DbStats;
 use complement_tests::load::runner::{self, Limits};
-use complement_tests::load::{self, Ctx};
+use complement_tests::load::{self, Ctx, SETUP_PARALLELISM, ScenarioOpts};
 
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for Kith", after_help = scenarios_help())]
@@ -40,6 +42,31 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Report the on-disk size of this file or directory before and after the
+    /// measured phase (a file also counts its -wal and -shm siblings, e.g.
+    /// DATA_DIR/kith.db). Repeatable.
+    #[arg(long, value_name = "PATH", conflicts_with = "pg_url")]
+    db_size_path: Vec<PathBuf>,
+    /// Report pg_database_size(current_database()) of this PostgreSQL database
+    /// before and after the measured phase.
+    #[arg(long, value_name = "URL")]
+    pg_url: Option<String>,
+    /// `send`: number of rooms; worker i sends into room i % ROOMS.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// `messages`: messages the setup sends into the room.
+    #[arg(long, default_value_t = 10_000)]
+    events: usize,
+    /// `messages`: events per page (the limit parameter).
+    #[arg(long, default_value_t = 100)]
+    page: usize,
+    /// `join`: members who join the room during setup.
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// `join`: fresh users registered during setup, one join each in the
+    /// measured phase [default: --requests, else 1000].
+    #[arg(long)]
+    joiners: Option<u64>,
     /// The scenario to run.
     scenario: String,
 }
@@ -47,7 +74,7 @@ struct Args {
 fn scenarios_help() -> String {
     let mut s = String::from("Scenarios:\n");
     for def in load::SCENARIOS {
-        s.push_str(&format!("  {:<10} {}\n", def.name, def.about));
+        s.push_str(&format!("  {:<12} {}\n", def.name, def.about));
     }
     s
 }
@@ -79,7 +106,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(args.concurrency.max(SETUP_PARALLELISM))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()
@@ -91,9 +118,37 @@ async fn main() -> ExitCode {
         concurrency: args.concurrency,
         shared_secret: args.shared_secret.clone(),
         run_id: format!("load{:x}", nanos % 0xffff_ffff),
+        opts: ScenarioOpts {
+            rooms: args.rooms,
+            events: args.events,
+            page: args.page,
+            members: args.members,
+            joiners: args.joiners,
+            requests: args.requests,
+        },
     });
+    let db_size = match (&args.pg_url, args.db_size_path.is_empty()) {
+        (Some(url), _) => Some(DbSize::Postgres(url.clone())),
+        (None, false) => Some(DbSize::Paths(args.db_size_path.clone())),
+        (None, true) => None,
+    };
+    let measure_db = async |when: &str| match &db_size {
+        Some(db) => match db.measure().await {
+            Ok(sizes) => Ok(Some(sizes)),
+            Err(e) => Err(format!("database size {when}: {e}")),
+        },
+        None => Ok(None),
+    };
+    let db_before_setup = match measure_db("before setup").await {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     eprintln!("setting up scenario {} ...", def.name);
+    let setup_start = std::time::Instant::now();
     let scenario = match (def.prepare)(&ctx).await {
         Ok(s) => s,
         Err(e) => {
@@ -101,9 +156,34 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("running for {:?} with {} workers ...", args.duration, args.concurrency);
-    let limits = Limits { duration: args.duration, max_requests: args.requests };
-    let report = runner::run(ctx, scenario, def.name, limits, args.server_pid).await;
+    eprintln!("setup took {:.1} s", setup_start.elapsed().as_secs_f64());
+    let db_before = match measure_db("before the run").await {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let max_requests = match (args.requests, scenario.max_requests()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match max_requests {
+        Some(n) => eprintln!("running for {:?} or {n} requests with {} workers ...", args.duration, args.concurrency),
+        None => eprintln!("running for {:?} with {} workers ...", args.duration, args.concurrency),
+    }
+    let limits = Limits { duration: args.duration, max_requests };
+    let mut report = runner::run(ctx, scenario.clone(), def.name, limits, args.server_pid).await;
+    report.notes = scenario.notes();
+    if let (Some(db), Some(before_setup), Some(before)) = (&db_size, &db_before_setup, &db_before) {
+        match db.measure().await {
+            Ok(after) => {
+                let ok = report.requests.saturating_sub(report.errors);
+                report.db = Some(DbStats::new(db.describe(), before_setup, before, &after, ok));
+            }
+            Err(e) => eprintln!("database size after the run: {e}"),
+        }
+    }
     print!("{}", report.text());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).expect("report serialises");

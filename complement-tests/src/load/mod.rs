@@ -5,13 +5,21 @@
 //! [`Scenario::request`] performs one measured operation. To add a scenario,
 //! write a module next to `whoami.rs` and add it to [`SCENARIOS`].
 
+pub mod create_room;
+pub mod dbsize;
+pub mod join;
 pub mod login;
+pub mod messages;
 pub mod register;
 pub mod report;
+pub mod rooms;
 pub mod runner;
+pub mod send;
 pub mod whoami;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
@@ -29,7 +37,35 @@ pub struct Ctx {
     pub shared_secret: Option<String>,
     /// A prefix that makes this run's user names unique.
     pub run_id: String,
+    /// Options of the room scenarios.
+    pub opts: ScenarioOpts,
 }
+
+/// Options that only some scenarios use.
+#[derive(Clone, Debug)]
+pub struct ScenarioOpts {
+    /// `send`: number of rooms the workers are spread over.
+    pub rooms: usize,
+    /// `messages`: events the setup sends into the room.
+    pub events: usize,
+    /// `messages`: events per page.
+    pub page: usize,
+    /// `join`: members who join the room during setup.
+    pub members: usize,
+    /// `join`: fresh users registered for the measured phase (one join each).
+    pub joiners: Option<u64>,
+    /// `--requests`, if given.
+    pub requests: Option<u64>,
+}
+
+impl Default for ScenarioOpts {
+    fn default() -> ScenarioOpts {
+        ScenarioOpts { rooms: 10, events: 10_000, page: 100, members: 1000, joiners: None, requests: None }
+    }
+}
+
+/// At most this many setup requests run at once.
+pub const SETUP_PARALLELISM: usize = 32;
 
 /// A logged-in user created during setup.
 #[derive(Clone, Debug)]
@@ -46,6 +82,16 @@ pub trait Scenario: Send + Sync {
     /// Performs one operation for `worker` (0..concurrency), its `seq`-th.
     /// `Err` counts as an error and is sampled into the report.
     fn request<'a>(&'a self, ctx: &'a Ctx, worker: usize, seq: u64) -> BoxFuture<'a, Result<(), String>>;
+
+    /// The most requests the scenario can perform (e.g. one per pre-registered user).
+    fn max_requests(&self) -> Option<u64> {
+        None
+    }
+
+    /// Scenario-specific lines for the report, read after the measured phase.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 pub type Prepare = for<'a> fn(&'a Ctx) -> BoxFuture<'a, Result<Arc<dyn Scenario>, String>>;
@@ -73,6 +119,26 @@ pub const SCENARIOS: &[ScenarioDef] = &[
         name: "whoami",
         about: "GET /account/whoami with one pre-registered user per worker",
         prepare: whoami::prepare,
+    },
+    ScenarioDef {
+        name: "create-room",
+        about: "POST /createRoom (private room) with one pre-registered user per worker",
+        prepare: create_room::prepare,
+    },
+    ScenarioDef {
+        name: "send",
+        about: "PUT an m.text message; worker i is a member of room i % --rooms (default 10)",
+        prepare: send::prepare,
+    },
+    ScenarioDef {
+        name: "messages",
+        about: "GET /messages?dir=b pages of --page (100) through a room of --events (10000)",
+        prepare: messages::prepare,
+    },
+    ScenarioDef {
+        name: "join",
+        about: "POST /join of a fresh user per request into a room of --members (1000)",
+        prepare: join::prepare,
     },
 ];
 
@@ -163,6 +229,16 @@ impl Ctx {
         Ok(body)
     }
 
+    /// Registers `n` users (`<run_id>_<prefix><i>`), [`SETUP_PARALLELISM`] at a
+    /// time, printing progress to stderr.
+    pub async fn register_many(&self, prefix: &str, n: usize) -> Result<Vec<Session>, String> {
+        bounded(&format!("registering {prefix} users"), n, SETUP_PARALLELISM, |i| {
+            let localpart = format!("{}_{prefix}{i}", self.run_id);
+            async move { self.register(&localpart, &format!("pw-{localpart}")).await }
+        })
+        .await
+    }
+
     /// Registers `n` users (`<run_id>_<prefix><i>`), up to 8 at a time.
     pub async fn register_users(&self, prefix: &str, n: usize) -> Result<Vec<Session>, String> {
         let results: Vec<Result<Session, String>> = stream::iter(0..n)
@@ -175,4 +251,38 @@ impl Ctx {
             .await;
         results.into_iter().collect()
     }
+}
+
+/// Runs `f(0..n)` with at most `parallel` at a time, in order of `i` in the
+/// result; stops at the first error. Prints progress (`label: done/n`) to
+/// stderr every 10 % or 5 s when `n` is large enough to take a while.
+pub async fn bounded<T, F, Fut>(label: &str, n: usize, parallel: usize, f: F) -> Result<Vec<T>, String>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let verbose = n >= 50;
+    let step = (n / 10).max(1);
+    let mut last_print = start;
+    let mut results = stream::iter(0..n).map(f).buffered(parallel.max(1));
+    let mut out = Vec::with_capacity(n);
+    while let Some(result) = results.next().await {
+        out.push(result.map_err(|e| format!("{label}: {e}"))?);
+        let done = out.len();
+        if verbose && (done.is_multiple_of(step) || last_print.elapsed() >= Duration::from_secs(5)) {
+            last_print = Instant::now();
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("  {label}: {done}/{n} ({:.1} s, {:.0}/s)", secs, done as f64 / secs.max(1e-9));
+        }
+    }
+    Ok(out)
+}
+
+/// A small deterministic pseudo-random number generator step (SplitMix64).
+pub fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }

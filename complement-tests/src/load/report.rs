@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Ctx;
+use super::dbsize::{Measurement, Sizes, total};
 
 /// CPU time and memory of a process, read from /proc.
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +80,105 @@ pub struct Report {
     pub client_cpu_seconds: f64,
     pub server: Option<ServerStats>,
     pub error_samples: Vec<String>,
+    /// On-disk database size (with `--db-size-path` or `--pg-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<DbStats>,
+    /// Scenario-specific observations (see `Scenario::notes`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DbStats {
+    /// What was measured (paths, or pg_database_size).
+    pub source: String,
+    /// Before setup, before and after the measured phase, in bytes.
+    pub before_setup_bytes: u64,
+    pub before_bytes: u64,
+    pub after_bytes: u64,
+    /// after - before (negative when e.g. a WAL checkpoint shrank a file).
+    pub growth_bytes: i64,
+    /// before - before_setup.
+    pub setup_growth_bytes: i64,
+    /// growth_bytes / successful requests.
+    pub bytes_per_request: Option<f64>,
+    pub parts: Vec<DbPart>,
+    /// SQLite only: pages in use, WAL included (see `Measurement::sqlite_used`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlite_used: Option<SqliteUsed>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SqliteUsed {
+    pub before_setup_bytes: u64,
+    pub before_bytes: u64,
+    pub after_bytes: u64,
+    pub growth_bytes: i64,
+    pub setup_growth_bytes: i64,
+    pub bytes_per_request: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DbPart {
+    pub name: String,
+    pub before_setup_bytes: u64,
+    pub before_bytes: u64,
+    pub after_bytes: u64,
+}
+
+impl DbStats {
+    /// From the three measurements (parts matched by name) and the number of
+    /// successful requests.
+    pub fn new(
+        source: String,
+        before_setup: &Measurement,
+        before: &Measurement,
+        after: &Measurement,
+        ok_requests: u64,
+    ) -> DbStats {
+        let per_request = |growth: i64| (ok_requests > 0).then(|| growth as f64 / ok_requests as f64);
+        let sqlite_used = match (before_setup.sqlite_used, before.sqlite_used, after.sqlite_used) {
+            (Some(s), Some(b), Some(a)) => Some(SqliteUsed {
+                before_setup_bytes: s,
+                before_bytes: b,
+                after_bytes: a,
+                growth_bytes: a as i64 - b as i64,
+                setup_growth_bytes: b as i64 - s as i64,
+                bytes_per_request: per_request(a as i64 - b as i64),
+            }),
+            _ => None,
+        };
+        let (before_setup, before, after) = (&before_setup.parts, &before.parts, &after.parts);
+        let find = |sizes: &Sizes, name: &str| sizes.iter().find(|(n, _)| n == name).map_or(0, |(_, b)| *b);
+        let mut names: Vec<&String> = Vec::new();
+        for (name, _) in before_setup.iter().chain(before).chain(after) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let parts: Vec<DbPart> = names
+            .into_iter()
+            .map(|name| DbPart {
+                name: name.clone(),
+                before_setup_bytes: find(before_setup, name),
+                before_bytes: find(before, name),
+                after_bytes: find(after, name),
+            })
+            .collect();
+        let (before_setup, before, after) = (total(before_setup), total(before), total(after));
+        let growth = after as i64 - before as i64;
+        DbStats {
+            source,
+            before_setup_bytes: before_setup,
+            before_bytes: before,
+            after_bytes: after,
+            growth_bytes: growth,
+            setup_growth_bytes: before as i64 - before_setup as i64,
+            bytes_per_request: per_request(growth),
+            parts,
+            sqlite_used,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +230,8 @@ impl Report {
             client_cpu_seconds,
             server,
             error_samples,
+            db: None,
+            notes: Vec::new(),
         }
     }
 
@@ -163,6 +265,41 @@ impl Report {
                 server.rss_kib.map_or("?".to_owned(), |v| v.to_string()),
                 server.hwm_kib.map_or("?".to_owned(), |v| v.to_string()),
             ));
+        }
+        if let Some(db) = &self.db {
+            out.push_str(&format!(
+                "db size: {} -> {} bytes ({:+} bytes, {} per request; setup {:+} bytes) [{}]\n",
+                db.before_bytes,
+                db.after_bytes,
+                db.growth_bytes,
+                db.bytes_per_request.map_or("?".to_owned(), |b| format!("{b:.1}")),
+                db.setup_growth_bytes,
+                db.source,
+            ));
+            if db.parts.len() > 1 {
+                for part in &db.parts {
+                    out.push_str(&format!(
+                        "  {}: {} -> {} bytes ({:+})\n",
+                        part.name,
+                        part.before_bytes,
+                        part.after_bytes,
+                        part.after_bytes as i64 - part.before_bytes as i64
+                    ));
+                }
+            }
+        }
+        if let Some(used) = self.db.as_ref().and_then(|db| db.sqlite_used.as_ref()) {
+            out.push_str(&format!(
+                "sqlite pages in use: {} -> {} bytes ({:+} bytes, {} per request; setup {:+} bytes)\n",
+                used.before_bytes,
+                used.after_bytes,
+                used.growth_bytes,
+                used.bytes_per_request.map_or("?".to_owned(), |b| format!("{b:.1}")),
+                used.setup_growth_bytes,
+            ));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
         }
         for sample in &self.error_samples {
             out.push_str(&format!("error: {sample}\n"));

@@ -239,7 +239,15 @@ impl Rooms {
         let direction = if request.backward { Direction::Backward } else { Direction::Forward };
         let start = match &request.from {
             Some(from) => Token::parse(from)?,
-            None if request.backward => Token { depth: i64::MAX, stream: i64::MAX },
+            // Just after the room's latest event, so that it is the first one returned.
+            None if request.backward => {
+                let latest =
+                    self.storage.room_events_page(room_id, (i64::MAX, i64::MAX), Direction::Backward, 1).await?;
+                latest
+                    .first()
+                    .map(|e| Token { depth: e.depth, stream: e.stream_ordering + 1 })
+                    .unwrap_or(Token { depth: 0, stream: 0 })
+            }
             None => Token { depth: 0, stream: 0 },
         };
         let to = request.to.as_deref().map(Token::parse).transpose()?;

@@ -168,25 +168,30 @@ impl Timeline {
             head.room_id = format!("!{}:{}", crate::service::secrets::random_id(18), self.server_name);
         }
         let draft = EventDraft::state("m.room.create", "", content);
-        let (object, event_id) = self.build(&head, &Origin { sender, txn: None }, &draft).await?;
-        if head.rules.authorization.room_create_event_id_as_room_id {
-            head.room_id = format!("!{}", &event_id.as_str()[1..]);
-        }
-        let created = self
-            .storage
-            .create_room(
-                &crate::storage::RoomRecord {
-                    room_id: head.room_id.clone(),
-                    room_version: version.to_owned(),
-                    creator: sender.to_owned(),
-                    is_public: false,
-                },
-                now_ms(),
-            )
-            .await?;
-        if !created {
-            return Err(Error::internal("room id collision"));
-        }
+        // In v12+ the room id is the create event's hash: the same user creating
+        // two rooms with the same content in the same millisecond would get one
+        // id, so a collision retries one millisecond later.
+        let mut attempt = 0;
+        let (object, event_id) = loop {
+            let (object, event_id) =
+                self.build(&head, &Origin { sender, txn: None }, &draft, now_ms() + attempt).await?;
+            if head.rules.authorization.room_create_event_id_as_room_id {
+                head.room_id = format!("!{}", &event_id.as_str()[1..]);
+            }
+            let record = crate::storage::RoomRecord {
+                room_id: head.room_id.clone(),
+                room_version: version.to_owned(),
+                creator: sender.to_owned(),
+                is_public: false,
+            };
+            if self.storage.create_room(&record, now_ms()).await? {
+                break (object, event_id);
+            }
+            attempt += 1;
+            if attempt > 16 || !head.rules.authorization.room_create_event_id_as_room_id {
+                return Err(Error::internal("room id collision"));
+            }
+        };
         let writer = self.writer(&head.room_id);
         let mut guard = writer.lock().await;
         self.authorize_and_persist(&mut head, object, event_id, &draft, &Origin { sender, txn: None }).await?;
@@ -209,7 +214,7 @@ impl Timeline {
             *guard = Some(self.load_head(room_id).await?);
         }
         let head = guard.as_mut().expect("loaded above");
-        let (object, event_id) = self.build(head, origin, draft).await?;
+        let (object, event_id) = self.build(head, origin, draft, now_ms()).await?;
         self.authorize_and_persist(head, object, event_id.clone(), draft, origin).await?;
         Ok(event_id.to_string())
     }
@@ -231,6 +236,7 @@ impl Timeline {
         head: &RoomHead,
         origin: &Origin<'_>,
         draft: &EventDraft,
+        origin_server_ts: i64,
     ) -> Result<(CanonicalJsonObject, OwnedEventId)> {
         let rules = &head.rules;
         let sender = OwnedUserId::try_from(origin.sender).map_err(Error::internal)?;
@@ -263,7 +269,7 @@ impl Timeline {
         object.insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().map_err(Error::internal)?));
         object.insert(
             "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(now_ms().try_into().map_err(Error::internal)?),
+            CanonicalJsonValue::Integer(origin_server_ts.try_into().map_err(Error::internal)?),
         );
         if !head.room_id.is_empty() {
             object.insert("room_id".into(), CanonicalJsonValue::String(head.room_id.clone()));
@@ -430,13 +436,11 @@ impl Timeline {
             json,
         };
         let prev: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
-        let auth: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
         let persisted = self
             .storage
             .persist_event(&NewEvent {
                 event: &stored,
                 prev_events: &prev,
-                auth_events: &auth,
                 new_state_group: new_group.as_ref(),
                 membership,
                 txn: origin.txn.map(|(device, txn)| (origin.sender, device, txn)),
