@@ -105,17 +105,35 @@ macro_rules! impl_room_sql {
                         .bind(prev)
                         .execute(&mut *tx)
                         .await?;
-                    sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                }
+                // The usual case, one prev event that was the only extremity, is one update.
+                let replaced = match new.prev_events {
+                    [only] => sqlx::query(
+                        "UPDATE forward_extremities SET event_id = $3 WHERE room_id = $1 AND event_id = $2",
+                    )
+                    .bind(&e.room_id)
+                    .bind(only)
+                    .bind(&e.event_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1,
+                    _ => false,
+                };
+                if !replaced {
+                    for prev in new.prev_events {
+                        sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                            .bind(&e.room_id)
+                            .bind(prev)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                         .bind(&e.room_id)
-                        .bind(prev)
+                        .bind(&e.event_id)
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-                    .bind(&e.room_id)
-                    .bind(&e.event_id)
-                    .execute(&mut *tx)
-                    .await?;
                 if let Some(state_key) = &e.state_key {
                     sqlx::query(
                         "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)

@@ -30,6 +30,11 @@ pub fn routes() -> Router<AppState> {
             get(get_state_event_empty_key).put(put_state_empty_key),
         )
         .route("/_matrix/client/v3/rooms/{room_id}/state/{event_type}/{state_key}", get(get_state_event).put(put_state))
+        // With an empty state key the trailing slash is optional.
+        .route(
+            "/_matrix/client/v3/rooms/{room_id}/state/{event_type}/",
+            get(get_state_event_empty_key).put(put_state_empty_key),
+        )
         .route("/_matrix/client/v3/rooms/{room_id}/redact/{event_id}/{txn_id}", put(redact))
         .route("/_matrix/client/v3/rooms/{room_id}/event/{event_id}", get(get_event))
         .route("/_matrix/client/v3/rooms/{room_id}/state", get(get_state))

@@ -205,18 +205,29 @@ impl Timeline {
     pub async fn append(&self, room_id: &str, origin: &Origin<'_>, draft: &EventDraft) -> Result<String> {
         let writer = self.writer(room_id);
         let mut guard = writer.lock().await;
-        if let Some((device, txn)) = origin.txn
-            && let Some(existing) = self.storage.txn_event_id(origin.sender, device, txn).await?
-        {
-            return Ok(existing);
-        }
         if guard.is_none() {
             *guard = Some(self.load_head(room_id).await?);
         }
         let head = guard.as_mut().expect("loaded above");
-        let (object, event_id) = self.build(head, origin, draft, now_ms()).await?;
-        self.authorize_and_persist(head, object, event_id.clone(), draft, origin).await?;
-        Ok(event_id.to_string())
+        let result = match self.build(head, origin, draft, now_ms()).await {
+            Ok((object, event_id)) => {
+                self.authorize_and_persist(head, object, event_id.clone(), draft, origin).await.map(|()| event_id)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(event_id) => Ok(event_id.to_string()),
+            // A retried client transaction is answered with the event it made the
+            // first time. Looked up only on failure (the transaction id's unique
+            // key refuses the duplicate), so the common path costs no query.
+            Err(e) => match origin.txn {
+                Some((device, txn)) => match self.storage.txn_event_id(origin.sender, device, txn).await? {
+                    Some(existing) => Ok(existing),
+                    None => Err(e),
+                },
+                None => Err(e),
+            },
+        }
     }
 
     /// The current state of a room as its writer sees it.
