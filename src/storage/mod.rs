@@ -30,6 +30,8 @@ pub enum StorageError {
     Migrate(sqlx::migrate::MigrateError),
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
+    #[error("this client transaction id was already used")]
+    DuplicateTxn,
 }
 
 impl From<sqlx::migrate::MigrateError> for StorageError {

@@ -163,13 +163,20 @@ macro_rules! impl_room_sql {
                     }
                 }
                 if let Some((user_id, device_id, txn_id)) = new.txn {
-                    sqlx::query("INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
-                        .bind(user_id)
-                        .bind(device_id)
-                        .bind(txn_id)
-                        .bind(&e.event_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let inserted = sqlx::query(
+                        "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
+                    )
+                    .bind(user_id)
+                    .bind(device_id)
+                    .bind(txn_id)
+                    .bind(&e.event_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if inserted.rows_affected() == 0 {
+                        // Dropping the transaction rolls the event back.
+                        return Err($crate::storage::StorageError::DuplicateTxn);
+                    }
                 }
                 if let Some((relates_to, rel_type)) = new.relation {
                     sqlx::query(

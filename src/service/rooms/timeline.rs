@@ -464,7 +464,13 @@ impl Timeline {
             if new_group.is_some() {
                 head.recent.pop_back();
             }
-            return Err(e.into());
+            return Err(match e {
+                // Not a failure: `append` answers with the transaction's first event.
+                crate::storage::StorageError::DuplicateTxn => {
+                    Error::new(axum::http::StatusCode::CONFLICT, "M_UNKNOWN", "Duplicate transaction")
+                }
+                other => other.into(),
+            });
         }
         let stream_id = stream.id();
         stream.finish();
