@@ -239,6 +239,231 @@ impl Client {
     }
 }
 
+/// A transaction id unique within this test process.
+pub fn new_txn_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("txn{}-{}", crate::now_ms(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Room helpers. The `*_raw` variants return the response; the others assert
+/// success and return the interesting field.
+impl Client {
+    /// `/_matrix/client/v3/rooms/{room}{rest}` with the room id percent-encoded.
+    pub fn room_path(room_id: &str, rest: &str) -> String {
+        format!("/_matrix/client/v3/rooms/{}{rest}", crate::enc(room_id))
+    }
+
+    /// `/rooms/{room}/state/{type}/{key}`; without the trailing `/` when the key is empty.
+    pub fn state_path(room_id: &str, event_type: &str, state_key: &str) -> String {
+        if state_key.is_empty() {
+            Self::room_path(room_id, &format!("/state/{}", crate::enc(event_type)))
+        } else {
+            Self::room_path(room_id, &format!("/state/{}/{}", crate::enc(event_type), crate::enc(state_key)))
+        }
+    }
+
+    /// `POST /createRoom`; the raw response.
+    pub async fn create_room_raw(&self, body: Value) -> Resp {
+        self.post("/_matrix/client/v3/createRoom", body).await
+    }
+
+    /// `POST /createRoom`; asserts 200 and returns the `room_id`.
+    #[track_caller]
+    pub fn create_room(&self, body: Value) -> impl std::future::Future<Output = String> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            let (status, resp) = self.create_room_raw(body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "createRoom {body} failed at {caller}: {resp}");
+            resp["room_id"].as_str().unwrap_or_else(|| panic!("no room_id in {resp}")).to_owned()
+        }
+    }
+
+    /// `PUT /rooms/{room}/send/{type}/{txn}`; the raw response.
+    pub async fn send_event_raw(&self, room_id: &str, event_type: &str, txn_id: &str, content: Value) -> Resp {
+        let path = Self::room_path(room_id, &format!("/send/{}/{}", crate::enc(event_type), crate::enc(txn_id)));
+        self.put(&path, content).await
+    }
+
+    /// Sends an event with a fresh transaction id; asserts 200, returns the `event_id`.
+    pub async fn send_event(&self, room_id: &str, event_type: &str, content: Value) -> String {
+        let (status, body) = self.send_event_raw(room_id, event_type, &new_txn_id(), content.clone()).await;
+        assert_eq!(status, StatusCode::OK, "sending {event_type} {content} to {room_id} failed: {body}");
+        event_id_of(&body)
+    }
+
+    /// Sends an `m.room.message`; asserts 200 and returns the `event_id`.
+    pub async fn send_message(&self, room_id: &str, content: Value) -> String {
+        self.send_event(room_id, "m.room.message", content).await
+    }
+
+    /// Sends an `m.text` message with `body`; returns the `event_id`.
+    pub async fn send_text(&self, room_id: &str, text: &str) -> String {
+        self.send_message(room_id, json!({ "msgtype": "m.text", "body": text })).await
+    }
+
+    /// `PUT /rooms/{room}/state/{type}/{key}`; the raw response.
+    pub async fn send_state_raw(&self, room_id: &str, event_type: &str, state_key: &str, content: Value) -> Resp {
+        let path = Self::state_path(room_id, event_type, state_key);
+        self.put(&path, content).await
+    }
+
+    /// Sets a state event; asserts 200 and returns the `event_id`.
+    pub async fn send_state(&self, room_id: &str, event_type: &str, state_key: &str, content: Value) -> String {
+        let (status, body) = self.send_state_raw(room_id, event_type, state_key, content.clone()).await;
+        assert_eq!(status, StatusCode::OK, "setting {event_type}/{state_key} {content} in {room_id} failed: {body}");
+        event_id_of(&body)
+    }
+
+    /// `GET /rooms/{room}/state/{type}/{key}`; the raw response.
+    pub async fn get_state(&self, room_id: &str, event_type: &str, state_key: &str) -> Resp {
+        let path = Self::state_path(room_id, event_type, state_key);
+        self.get(&path).await
+    }
+
+    /// `GET /rooms/{room}/state`; the raw response.
+    pub async fn full_state(&self, room_id: &str) -> Resp {
+        self.get(&Self::room_path(room_id, "/state")).await
+    }
+
+    /// `GET /rooms/{room}/event/{event}`; the raw response.
+    pub async fn get_event(&self, room_id: &str, event_id: &str) -> Resp {
+        self.get(&Self::room_path(room_id, &format!("/event/{}", crate::enc(event_id)))).await
+    }
+
+    /// `PUT /rooms/{room}/redact/{event}/{txn}`; the raw response.
+    pub async fn redact_raw(&self, room_id: &str, event_id: &str, txn_id: &str, body: Value) -> Resp {
+        let path = Self::room_path(room_id, &format!("/redact/{}/{}", crate::enc(event_id), crate::enc(txn_id)));
+        self.put(&path, body).await
+    }
+
+    /// Redacts `event_id` (with an optional reason); asserts 200, returns the redaction's `event_id`.
+    pub async fn redact(&self, room_id: &str, event_id: &str, reason: Option<&str>) -> String {
+        let body = match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        };
+        let (status, resp) = self.redact_raw(room_id, event_id, &new_txn_id(), body).await;
+        assert_eq!(status, StatusCode::OK, "redacting {event_id} in {room_id} failed: {resp}");
+        event_id_of(&resp)
+    }
+
+    /// `POST /join/{roomIdOrAlias}`; the raw response.
+    pub async fn join_raw(&self, room_id_or_alias: &str) -> Resp {
+        self.post(&format!("/_matrix/client/v3/join/{}", crate::enc(room_id_or_alias)), json!({})).await
+    }
+
+    /// Joins by id or alias; asserts 200 and returns the `room_id`.
+    pub async fn join(&self, room_id_or_alias: &str) -> String {
+        let (status, body) = self.join_raw(room_id_or_alias).await;
+        assert_eq!(status, StatusCode::OK, "{} joining {room_id_or_alias} failed: {body}", self.user_id);
+        body["room_id"].as_str().unwrap_or_else(|| panic!("no room_id in join response {body}")).to_owned()
+    }
+
+    /// `POST /rooms/{room}/{action}` with `{user_id, reason?}` (invite, kick, ban, unban); the raw response.
+    pub async fn membership_raw(&self, room_id: &str, action: &str, user_id: &str, reason: Option<&str>) -> Resp {
+        let mut body = json!({ "user_id": user_id });
+        if let Some(reason) = reason {
+            body["reason"] = json!(reason);
+        }
+        self.post(&Self::room_path(room_id, &format!("/{action}")), body).await
+    }
+
+    /// `POST /rooms/{room}/invite`; the raw response.
+    pub async fn invite_raw(&self, room_id: &str, user_id: &str) -> Resp {
+        self.membership_raw(room_id, "invite", user_id, None).await
+    }
+
+    /// Invites `user_id`; asserts 200.
+    pub async fn invite(&self, room_id: &str, user_id: &str) {
+        let (status, body) = self.invite_raw(room_id, user_id).await;
+        assert_eq!(status, StatusCode::OK, "{} inviting {user_id} to {room_id} failed: {body}", self.user_id);
+    }
+
+    /// `POST /rooms/{room}/leave`; the raw response.
+    pub async fn leave_raw(&self, room_id: &str) -> Resp {
+        self.post(&Self::room_path(room_id, "/leave"), json!({})).await
+    }
+
+    /// Leaves `room_id`; asserts 200.
+    pub async fn leave(&self, room_id: &str) {
+        let (status, body) = self.leave_raw(room_id).await;
+        assert_eq!(status, StatusCode::OK, "{} leaving {room_id} failed: {body}", self.user_id);
+    }
+
+    /// `GET /joined_rooms`: the room ids.
+    pub async fn joined_rooms(&self) -> Vec<String> {
+        let (status, body) = self.get("/_matrix/client/v3/joined_rooms").await;
+        assert_eq!(status, StatusCode::OK, "GET /joined_rooms failed: {body}");
+        body["joined_rooms"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no joined_rooms array in {body}"))
+            .iter()
+            .map(|r| r.as_str().expect("room id string").to_owned())
+            .collect()
+    }
+
+    /// `GET /rooms/{room}/messages?{query}`; the raw response. `query` is
+    /// already encoded, e.g. `dir=b&limit=10`.
+    pub async fn messages_raw(&self, room_id: &str, query: &str) -> Resp {
+        self.get(&Self::room_path(room_id, &format!("/messages?{query}"))).await
+    }
+
+    /// `GET /rooms/{room}/messages`; asserts 200 and a `chunk` array.
+    pub async fn messages(&self, room_id: &str, query: &str) -> Value {
+        let (status, body) = self.messages_raw(room_id, query).await;
+        assert_eq!(status, StatusCode::OK, "GET /messages?{query} in {room_id} failed: {body}");
+        assert!(body["chunk"].is_array(), "/messages without a chunk array: {body}");
+        assert!(body["start"].is_string(), "/messages without a start token: {body}");
+        body
+    }
+
+    /// Pages `/messages` in direction `dir` (`b` or `f`) from the start (no
+    /// `from`), `limit` events a page, with an optional (unencoded) filter
+    /// JSON, until a response has no `end`. Returns every event in order.
+    /// Panics after `max_pages` pages.
+    pub async fn paginate_all(
+        &self,
+        room_id: &str,
+        dir: &str,
+        limit: usize,
+        filter: Option<&Value>,
+        max_pages: usize,
+    ) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        for _ in 0..max_pages {
+            let mut query = format!("dir={dir}&limit={limit}");
+            if let Some(from) = &from {
+                query.push_str(&format!("&from={}", crate::enc(from)));
+            }
+            if let Some(filter) = filter {
+                query.push_str(&format!("&filter={}", crate::enc(&filter.to_string())));
+            }
+            let body = self.messages(room_id, &query).await;
+            let chunk = body["chunk"].as_array().expect("chunk");
+            assert!(chunk.len() <= limit, "/messages returned {} events for limit={limit}", chunk.len());
+            events.extend(chunk.iter().cloned());
+            match body["end"].as_str() {
+                Some(end) => {
+                    assert_ne!(from.as_deref(), Some(end), "/messages end token did not advance: {body}");
+                    from = Some(end.to_owned());
+                }
+                None => return events,
+            }
+        }
+        panic!("/messages?dir={dir} did not finish within {max_pages} pages");
+    }
+}
+
+/// The `event_id` of a send/state/redact response.
+#[track_caller]
+pub fn event_id_of(body: &Value) -> String {
+    let id = body["event_id"].as_str().unwrap_or_else(|| panic!("no event_id in {body}"));
+    assert!(id.starts_with('$'), "event_id must start with $: {body}");
+    id.to_owned()
+}
+
 async fn send(req: reqwest::RequestBuilder) -> reqwest::Result<Resp> {
     let resp = req.send().await?;
     let status = resp.status();
@@ -305,6 +530,14 @@ pub async fn register_with_shared_secret(base: &str, secret: &str, user: &str, p
             }),
         )
         .await
+}
+
+/// Registers a server admin through shared-secret registration (with the
+/// test servers' [`crate::SHARED_SECRET`]) and returns the logged-in client.
+pub async fn register_admin(base: &str, localpart: &str, password: &str) -> Client {
+    let (status, body) = register_with_shared_secret(base, crate::SHARED_SECRET, localpart, password, true).await;
+    assert_eq!(status, StatusCode::OK, "shared-secret registration of admin {localpart} failed: {body}");
+    Client::new(base).logged_in(&body)
 }
 
 #[cfg(test)]

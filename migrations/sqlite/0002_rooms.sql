@@ -81,13 +81,16 @@ CREATE TABLE memberships (
 CREATE INDEX memberships_user ON memberships (user_id, membership);
 
 -- Client transaction ids, so that a retried PUT .../send gives the same event.
+-- A retry is the same transaction id on the same path: scope names the path.
 CREATE TABLE event_txns (
     user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope     TEXT NOT NULL,
     txn_id    TEXT NOT NULL,
     event_id  TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
+CREATE INDEX event_txns_event ON event_txns (event_id);
 
 CREATE TABLE room_aliases (
     alias   TEXT PRIMARY KEY NOT NULL,

@@ -62,8 +62,8 @@ pub struct NewEvent<'a> {
     pub new_state_group: Option<&'a NewStateGroup>,
     /// For a membership event: the membership of the user named by its state key.
     pub membership: Option<&'a str>,
-    /// `(user_id, device_id, txn_id)` of the client request that sent it.
-    pub txn: Option<(&'a str, &'a str, &'a str)>,
+    /// The client transaction that sent it.
+    pub txn: Option<TxnKey<'a>>,
     /// For a redaction that applies: the target event and its redacted JSON.
     pub redaction: Option<(&'a str, &'a str)>,
     /// `(relates_to, rel_type)` when the event relates to another.
@@ -77,6 +77,15 @@ pub struct NewEvent<'a> {
 pub struct SearchHit {
     pub event: StoredEvent,
     pub rank: f64,
+}
+
+/// A client transaction: a retry is the same id from the same device on the same path (scope).
+#[derive(Debug, Clone, Copy)]
+pub struct TxnKey<'a> {
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub scope: &'a str,
+    pub txn_id: &'a str,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -149,8 +158,8 @@ pub trait RoomStore: Send + Sync {
     async fn forward_extremities(&self, room_id: &str) -> Result<Vec<Extremity>>;
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
     async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>>;
-    /// A page of a room's events in topological order, strictly after (forward)
-    /// or before (backward) the position `(depth, stream_ordering)`.
+    /// A page of a room's events in topological order, from the position
+    /// `(depth, stream_ordering)` on (forward) or strictly before it (backward).
     async fn room_events_page(
         &self,
         room_id: &str,
@@ -181,7 +190,14 @@ pub trait RoomStore: Send + Sync {
     async fn room_members(&self, room_id: &str) -> Result<Vec<MemberRecord>>;
     async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()>;
 
-    async fn txn_event_id(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+    async fn txn_event_id(&self, key: &TxnKey<'_>) -> Result<Option<String>>;
+    /// The transaction ids with which a device sent some of the given events.
+    async fn txn_ids_of_events(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        event_ids: &[String],
+    ) -> Result<Vec<(String, String)>>;
 
     /// Events relating to `parent`, newest first (backward) or oldest first,
     /// strictly beyond the stream position `from`.

@@ -162,14 +162,15 @@ macro_rules! impl_room_sql {
                         .await?;
                     }
                 }
-                if let Some((user_id, device_id, txn_id)) = new.txn {
+                if let Some(key) = &new.txn {
                     let inserted = sqlx::query(
-                        "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
+                        "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
                     )
-                    .bind(user_id)
-                    .bind(device_id)
-                    .bind(txn_id)
+                    .bind(key.user_id)
+                    .bind(key.device_id)
+                    .bind(key.scope)
+                    .bind(key.txn_id)
                     .bind(&e.event_id)
                     .execute(&mut *tx)
                     .await?;
@@ -253,9 +254,11 @@ macro_rules! impl_room_sql {
                 direction: $crate::storage::Direction,
                 limit: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                // Positions sit between events: backward reads what is before the
+                // position, forward reads from it on.
                 let (comparison, order) = match direction {
                     $crate::storage::Direction::Backward => ("<", "DESC"),
-                    $crate::storage::Direction::Forward => (">", "ASC"),
+                    $crate::storage::Direction::Forward => (">=", "ASC"),
                 };
                 let sql = format!(
                     "SELECT {} FROM events WHERE room_id = $1 AND (depth, stream_ordering) {comparison} ($2, $3)
@@ -454,20 +457,37 @@ macro_rules! impl_room_sql {
                 Ok(())
             }
 
-            async fn txn_event_id(
+            async fn txn_event_id(&self, key: &$crate::storage::TxnKey<'_>) -> $crate::storage::Result<Option<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT event_id FROM event_txns
+                     WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
+                )
+                .bind(key.user_id)
+                .bind(key.device_id)
+                .bind(key.scope)
+                .bind(key.txn_id)
+                .fetch_optional(&self.read)
+                .await?)
+            }
+
+            async fn txn_ids_of_events(
                 &self,
                 user_id: &str,
                 device_id: &str,
-                txn_id: &str,
-            ) -> $crate::storage::Result<Option<String>> {
-                Ok(sqlx::query_scalar(
-                    "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-                )
-                .bind(user_id)
-                .bind(device_id)
-                .bind(txn_id)
-                .fetch_optional(&self.read)
-                .await?)
+                event_ids: &[String],
+            ) -> $crate::storage::Result<Vec<(String, String)>> {
+                if event_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "SELECT event_id, txn_id FROM event_txns WHERE event_id IN ({}) AND user_id = $1 AND device_id = $2",
+                    $crate::storage::sql_rooms::placeholders(3, event_ids.len())
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(device_id);
+                for id in event_ids {
+                    query = query.bind(id);
+                }
+                Ok(query.fetch_all(&self.read).await?)
             }
 
             async fn relations(

@@ -250,7 +250,7 @@ async fn events_state_groups_and_pagination() {
                 new_state_group: Some(group),
                 membership: Some("join"),
                 prev_events: &prev,
-                txn: Some(("@a:x", "D", &txn_id)),
+                txn: Some(TxnKey { user_id: "@a:x", device_id: "D", scope: "send", txn_id: &txn_id }),
                 ..plain(&event)
             })
             .await
@@ -279,12 +279,18 @@ async fn events_state_groups_and_pagination() {
         assert_eq!(s.membership("!r:x", "@b:x").await.unwrap().unwrap().membership, "join");
         assert_eq!(s.rooms_with_membership("@a:x", "join").await.unwrap(), vec!["!r:x".to_owned()]);
         assert_eq!(s.current_state("!r:x").await.unwrap().len(), 2);
-        assert_eq!(s.txn_event_id("@a:x", "D", "t2").await.unwrap().as_deref(), Some("$2"));
+        let key = TxnKey { user_id: "@a:x", device_id: "D", scope: "send", txn_id: "t2" };
+        assert_eq!(s.txn_event_id(&key).await.unwrap().as_deref(), Some("$2"));
+        assert_eq!(s.txn_event_id(&TxnKey { scope: "other", ..key }).await.unwrap(), None);
+        assert_eq!(
+            s.txn_ids_of_events("@a:x", "D", &["$2".to_owned(), "$4".to_owned()]).await.unwrap(),
+            vec![("$2".to_owned(), "t2".to_owned())]
+        );
 
         let back = s.room_events_page("!r:x", (i64::MAX, i64::MAX), Direction::Backward, 3).await.unwrap();
         assert_eq!(back.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["$4", "$3", "$2"]);
         let forward = s.room_events_page("!r:x", (2, 2), Direction::Forward, 10).await.unwrap();
-        assert_eq!(forward.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["$3", "$4"]);
+        assert_eq!(forward.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["$2", "$3", "$4"]);
 
         let threads = s.threads("!r:x", None, i64::MAX, 10).await.unwrap();
         assert_eq!((threads[0].root.as_str(), threads[0].count), ("$3", 1));

@@ -247,9 +247,23 @@ async fn send(
     if is_state_only(&event_type) {
         return Err(Error::bad_json(format!("{event_type} is a state event; use the state endpoint")));
     }
-    let origin =
-        Origin { sender: &auth.requester.user_id, txn: Some((auth.requester.device_id.as_str(), txn_id.as_str())) };
-    let event_id = state.services.rooms.send(&room_id, &origin, EventDraft::message(&event_type, content)).await?;
+    let scope = format!("send/{room_id}/{event_type}");
+    let origin = Origin {
+        sender: &auth.requester.user_id,
+        txn: Some((auth.requester.device_id.as_str(), scope.as_str(), txn_id.as_str())),
+    };
+    let rooms = &state.services.rooms;
+    let event_id = if event_type == "m.room.redaction" {
+        // A redaction sent as an event redacts like PUT /redact does.
+        let target = content
+            .get("redacts")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("m.room.redaction content needs redacts"))?
+            .to_owned();
+        rooms.redact(&room_id, &origin, &target, content).await?
+    } else {
+        rooms.send(&room_id, &origin, EventDraft::message(&event_type, content)).await?
+    };
     Ok(axum::Json(json!({ "event_id": event_id })))
 }
 
@@ -307,11 +321,17 @@ async fn redact(
     State(state): State<AppState>,
     auth: Auth,
     Path((room_id, event_id, txn_id)): Path<(String, String, String)>,
-    Json(body): Json<ReasonBody>,
+    Json(body): Json<Value>,
 ) -> Result<axum::Json<Value>> {
-    let origin =
-        Origin { sender: &auth.requester.user_id, txn: Some((auth.requester.device_id.as_str(), txn_id.as_str())) };
-    let redaction_id = state.services.rooms.redact(&room_id, &origin, &event_id, body.reason).await?;
+    if body.get("reason").is_some_and(|r| !r.is_string()) {
+        return Err(Error::bad_json("reason must be a string"));
+    }
+    let scope = format!("redact/{room_id}/{event_id}");
+    let origin = Origin {
+        sender: &auth.requester.user_id,
+        txn: Some((auth.requester.device_id.as_str(), scope.as_str(), txn_id.as_str())),
+    };
+    let redaction_id = state.services.rooms.redact(&room_id, &origin, &event_id, body).await?;
     Ok(axum::Json(json!({ "event_id": redaction_id })))
 }
 
@@ -320,7 +340,11 @@ async fn get_event(
     auth: Auth,
     Path((room_id, event_id)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
-    Ok(axum::Json(state.services.rooms.event_for_user(&room_id, &event_id, &auth.requester.user_id).await?))
+    let rooms = &state.services.rooms;
+    let mut event = [rooms.event_for_user(&room_id, &event_id, &auth.requester.user_id).await?];
+    rooms.add_transaction_ids(&mut event, &auth.requester.user_id, &auth.requester.device_id).await?;
+    let [event] = event;
+    Ok(axum::Json(event))
 }
 
 async fn get_state(
@@ -331,22 +355,41 @@ async fn get_state(
     Ok(axum::Json(Value::Array(state.services.rooms.state_for_user(&room_id, &auth.requester.user_id).await?)))
 }
 
+#[derive(Deserialize)]
+struct StateQuery {
+    format: Option<String>,
+}
+
+impl StateQuery {
+    fn whole_event(&self) -> Result<bool> {
+        match self.format.as_deref() {
+            None | Some("content") => Ok(false),
+            Some("event") => Ok(true),
+            Some(_) => Err(Error::invalid_param("format must be \"content\" or \"event\"")),
+        }
+    }
+}
+
 async fn get_state_event(
     State(state): State<AppState>,
     auth: Auth,
     Path((room_id, event_type, state_key)): Path<(String, String, String)>,
+    Query(query): Query<StateQuery>,
 ) -> Result<axum::Json<Value>> {
     let rooms = &state.services.rooms;
-    Ok(axum::Json(rooms.state_event_for_user(&room_id, &auth.requester.user_id, &event_type, &state_key).await?))
+    let user = &auth.requester.user_id;
+    Ok(axum::Json(rooms.state_event_for_user(&room_id, user, &event_type, &state_key, query.whole_event()?).await?))
 }
 
 async fn get_state_event_empty_key(
     State(state): State<AppState>,
     auth: Auth,
     Path((room_id, event_type)): Path<(String, String)>,
+    Query(query): Query<StateQuery>,
 ) -> Result<axum::Json<Value>> {
     let rooms = &state.services.rooms;
-    Ok(axum::Json(rooms.state_event_for_user(&room_id, &auth.requester.user_id, &event_type, "").await?))
+    let user = &auth.requester.user_id;
+    Ok(axum::Json(rooms.state_event_for_user(&room_id, user, &event_type, "", query.whole_event()?).await?))
 }
 
 #[derive(Deserialize)]
@@ -410,9 +453,10 @@ async fn messages(
         }
         None => None,
     };
-    let request =
-        MessagesRequest { from: query.from, to: query.to, backward, limit: query.limit.unwrap_or(10), filter };
-    let response = state.services.rooms.messages(&room_id, &auth.requester.user_id, request).await?;
+    let request = MessagesRequest { from: query.from, to: query.to, backward, limit: query.limit, filter };
+    let rooms = &state.services.rooms;
+    let mut response = rooms.messages(&room_id, &auth.requester.user_id, request).await?;
+    rooms.add_transaction_ids(&mut response.chunk, &auth.requester.user_id, &auth.requester.device_id).await?;
     let mut body = json!({ "chunk": response.chunk, "start": response.start });
     if let Some(end) = response.end {
         body["end"] = json!(end);

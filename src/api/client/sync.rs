@@ -52,6 +52,7 @@ async fn sync_handler(
         }
     };
     let request = SyncRequest {
+        device_id: auth.requester.device_id.clone(),
         since,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state,

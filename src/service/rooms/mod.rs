@@ -88,14 +88,9 @@ impl Rooms {
         self.timeline.append(room_id, origin, &draft).await
     }
 
-    /// Redacts an event; allowed for its sender, or for users with the redact power level.
-    pub async fn redact(
-        &self,
-        room_id: &str,
-        origin: &Origin<'_>,
-        target: &str,
-        reason: Option<String>,
-    ) -> Result<String> {
+    /// Redacts an event; allowed for its sender, or for users with the redact
+    /// power level. `content` is the redaction's content (a reason, ...).
+    pub async fn redact(&self, room_id: &str, origin: &Origin<'_>, target: &str, content: Value) -> Result<String> {
         let version = self.room_version(room_id).await.map_err(|_| Error::forbidden("Unknown room or not joined"))?;
         self.require_joined(room_id, origin.sender).await?;
         let rules = pdu::rules_for(&version)?;
@@ -108,12 +103,12 @@ impl Rooms {
                 return Err(Error::forbidden("You may not redact other users' events"));
             }
         }
-        let mut content = serde_json::json!({});
-        if let Some(reason) = reason {
-            content["reason"] = Value::String(reason);
-        }
+        let mut content = if content.is_object() { content } else { serde_json::json!({}) };
         if rules.redaction.content_field_redacts {
             content["redacts"] = Value::String(target.to_owned());
+        } else if let Some(object) = content.as_object_mut() {
+            // Before v11 the target is named at the top level of the PDU only.
+            object.remove("redacts");
         }
         let draft =
             EventDraft { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(target.to_owned()) };

@@ -27,8 +27,14 @@ impl Token {
         Ok(Self { depth: depth.parse().map_err(|_| invalid())?, stream: stream.parse().map_err(|_| invalid())? })
     }
 
+    /// The position just before an event (backward pagination continues below it).
     pub fn of(event: &StoredEvent) -> Self {
         Self { depth: event.depth, stream: event.stream_ordering }
+    }
+
+    /// The position just after an event (forward pagination continues above it).
+    pub fn after(event: &StoredEvent) -> Self {
+        Self { depth: event.depth, stream: event.stream_ordering + 1 }
     }
 }
 
@@ -43,7 +49,7 @@ pub struct MessagesRequest {
     pub from: Option<String>,
     pub to: Option<String>,
     pub backward: bool,
-    pub limit: usize,
+    pub limit: Option<usize>,
     pub filter: Option<Value>,
 }
 
@@ -84,6 +90,26 @@ impl Rooms {
             }
         }
         Ok(formatted)
+    }
+
+    /// Adds `unsigned.transaction_id` to the events the viewing device sent itself.
+    pub async fn add_transaction_ids(&self, events: &mut [Value], user_id: &str, device_id: &str) -> Result<()> {
+        let own: Vec<String> = events
+            .iter()
+            .filter(|e| e["sender"] == user_id)
+            .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+            .collect();
+        let txns: HashMap<String, String> =
+            self.storage.txn_ids_of_events(user_id, device_id, &own).await?.into_iter().collect();
+        if txns.is_empty() {
+            return Ok(());
+        }
+        for event in events.iter_mut() {
+            if let Some(txn) = event["event_id"].as_str().and_then(|id| txns.get(id)) {
+                event["unsigned"]["transaction_id"] = json!(txn);
+            }
+        }
+        Ok(())
     }
 
     /// GET /rooms/{roomId}/event/{eventId}: 404 unless it exists and the user may see it.
@@ -149,19 +175,25 @@ impl Rooms {
         self.format_events(&events).await
     }
 
+    /// One state event: its content, or the whole event with `format=event`.
     pub async fn state_event_for_user(
         &self,
         room_id: &str,
         user_id: &str,
         event_type: &str,
         state_key: &str,
+        whole_event: bool,
     ) -> Result<Value> {
         let state = self.readable_state(room_id, user_id).await?;
         let event_id = state
             .get(&(event_type.to_owned(), state_key.to_owned()))
             .ok_or_else(|| Error::not_found("State event not found"))?;
         let event = self.storage.get_event(event_id).await?.ok_or_else(|| Error::not_found("State event not found"))?;
-        content(&event)
+        if whole_event {
+            Ok(self.format_events(std::slice::from_ref(&event)).await?.remove(0))
+        } else {
+            content(&event)
+        }
     }
 
     /// GET /members: membership events, optionally filtered.
@@ -198,7 +230,13 @@ impl Rooms {
         events.retain(|event| {
             let value = content(event).ok();
             let m = value.as_ref().and_then(|c| c.get("membership")).and_then(Value::as_str).unwrap_or("");
-            membership.is_none_or(|wanted| wanted == m) && not_membership.is_none_or(|unwanted| unwanted != m)
+            // Given both, the spec makes them an "or".
+            match (membership, not_membership) {
+                (Some(wanted), Some(unwanted)) => wanted == m || unwanted != m,
+                (Some(wanted), None) => wanted == m,
+                (None, Some(unwanted)) => unwanted != m,
+                (None, None) => true,
+            }
         });
         events.sort_by(|a, b| a.state_key.cmp(&b.state_key));
         self.format_events(&events).await
@@ -251,7 +289,8 @@ impl Rooms {
             None => Token { depth: 0, stream: 0 },
         };
         let to = request.to.as_deref().map(Token::parse).transpose()?;
-        let limit = request.limit.clamp(1, 1000);
+        // The query's limit, else the filter's.
+        let limit = request.limit.or(filter.limit).unwrap_or(10).clamp(1, 1000);
 
         let mut chunk = Vec::new();
         let mut position = start;
@@ -280,7 +319,10 @@ impl Rooms {
                         break 'pages;
                     }
                 }
-                position = token;
+                position = match direction {
+                    Direction::Backward => token,
+                    Direction::Forward => Token::after(&event),
+                };
                 if !check.can_see(&event).await? {
                     continue;
                 }
@@ -365,7 +407,7 @@ impl Rooms {
         let mut after = Vec::new();
         for candidate in self
             .storage
-            .room_events_page(room_id, (token.depth, token.stream), Direction::Forward, limit as i64 * 2)
+            .room_events_page(room_id, (token.depth, token.stream + 1), Direction::Forward, limit as i64 * 2)
             .await?
         {
             if after.len() == after_count {
@@ -376,7 +418,7 @@ impl Rooms {
             }
         }
         let start = before.last().map(Token::of).unwrap_or(token);
-        let end = after.last().map(Token::of).unwrap_or(token);
+        let end = after.last().map(Token::after).unwrap_or(Token::after(&event));
         let state_map = self.state.full_state(event.state_group).await?;
         let mut state_events = self.storage.get_events(&state_map.values().cloned().collect::<Vec<_>>()).await?;
         if filter.lazy_load_members {

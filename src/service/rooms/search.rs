@@ -111,7 +111,6 @@ impl Rooms {
         request: &EventContextRequest,
         check: &mut VisibilityCheck<'_>,
     ) -> Result<Value> {
-        let position = (event.depth, event.stream_ordering);
         let mut sides = Vec::new();
         for (direction, limit) in [
             (Direction::Backward, request.before_limit.unwrap_or(5)),
@@ -119,6 +118,10 @@ impl Rooms {
         ] {
             let mut picked = Vec::new();
             let limit = limit.min(20);
+            let position = match direction {
+                Direction::Backward => (event.depth, event.stream_ordering),
+                Direction::Forward => (event.depth, event.stream_ordering + 1),
+            };
             if limit > 0 {
                 for candidate in
                     self.storage.room_events_page(&event.room_id, position, direction, limit as i64).await?

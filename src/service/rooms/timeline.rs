@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::service::notifier::{EventNotice, Notifier};
 use crate::service::now_ms;
 use crate::service::signing_key::SigningKey;
-use crate::storage::{NewEvent, Storage, StoredEvent};
+use crate::storage::{NewEvent, Storage, StoredEvent, TxnKey};
 
 /// State changes a room's writer remembers, to store new snapshots as deltas cheaply.
 const RECENT_CHANGES: usize = 4096;
@@ -48,7 +48,9 @@ impl EventDraft {
 #[derive(Debug, Clone)]
 pub struct Origin<'a> {
     pub sender: &'a str,
-    pub txn: Option<(&'a str, &'a str)>,
+    /// `(device_id, scope, txn_id)`: the scope names the request path, since a
+    /// retry is the same transaction id on the same path.
+    pub txn: Option<(&'a str, &'a str, &'a str)>,
 }
 
 /// What a room's writer knows about the room's head between events.
@@ -221,7 +223,11 @@ impl Timeline {
             // first time. Looked up only on failure (the transaction id's unique
             // key refuses the duplicate), so the common path costs no query.
             Err(e) => match origin.txn {
-                Some((device, txn)) => match self.storage.txn_event_id(origin.sender, device, txn).await? {
+                Some((device_id, scope, txn_id)) => match self
+                    .storage
+                    .txn_event_id(&TxnKey { user_id: origin.sender, device_id, scope, txn_id })
+                    .await?
+                {
                     Some(existing) => Ok(existing),
                     None => Err(e),
                 },
@@ -454,7 +460,12 @@ impl Timeline {
                 prev_events: &prev,
                 new_state_group: new_group.as_ref(),
                 membership,
-                txn: origin.txn.map(|(device, txn)| (origin.sender, device, txn)),
+                txn: origin.txn.map(|(device_id, scope, txn_id)| TxnKey {
+                    user_id: origin.sender,
+                    device_id,
+                    scope,
+                    txn_id,
+                }),
                 redaction: redaction.as_ref().map(|(target, json)| (target.as_str(), json.as_str())),
                 relation: relation(&draft.content),
                 search: searchable(&draft.kind, &draft.content),

@@ -31,6 +31,8 @@ const STRIPPED_STATE: &[&str] = &[
 ];
 
 pub struct SyncRequest {
+    /// The requesting device, whose own events carry their transaction ids.
+    pub device_id: String,
     pub since: Option<SyncToken>,
     pub timeout: Duration,
     pub full_state: bool,
@@ -232,9 +234,11 @@ async fn joined_room(
     state_events.retain(|e| filter.state_allows(e));
     state_events.sort_by_key(|e| e.stream_ordering);
 
+    let mut timeline_events = rooms.format_timeline(&timeline, user_id).await?;
+    rooms.add_transaction_ids(&mut timeline_events, user_id, &request.device_id).await?;
     let mut room = json!({
         "timeline": {
-            "events": rooms.format_timeline(&timeline, user_id).await?,
+            "events": timeline_events,
             "limited": limited,
             "prev_batch": prev_batch.to_string(),
         },
