@@ -30,7 +30,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         announce_bootstrap_token(&token);
     }
 
-    let state = AppState { services: services.clone(), metrics: Arc::new(Metrics::new(storage.clone())) };
+    let metrics = Arc::new(Metrics::new(storage.clone(), services.notifier.clone()));
+    let state = AppState { services: services.clone(), metrics };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
 

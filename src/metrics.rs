@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::service::notifier::Notifier;
 use crate::storage::Storage;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,11 +38,13 @@ pub struct Metrics {
     durations: HistogramFamily,
     pool_size: Gauge,
     pool_idle: Gauge,
+    long_polls: Gauge,
     storage: Arc<dyn Storage>,
+    notifier: Arc<Notifier>,
 }
 
 impl Metrics {
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
+    pub fn new(storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Self {
         let mut registry = Registry::with_prefix("kith");
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: HistogramFamily = Family::new_with_constructor(|| {
@@ -53,7 +56,9 @@ impl Metrics {
         registry.register("http_request_duration_seconds", "HTTP request latency by endpoint", durations.clone());
         registry.register("db_pool_connections", "Open database connections", pool_size.clone());
         registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
-        Self { registry, requests, durations, pool_size, pool_idle, storage }
+        let long_polls = Gauge::default();
+        registry.register("sync_long_polls", "/sync requests waiting for something to arrive", long_polls.clone());
+        Self { registry, requests, durations, pool_size, pool_idle, long_polls, storage, notifier }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -61,6 +66,7 @@ impl Metrics {
         let stats = self.storage.pool_stats();
         self.pool_size.set(i64::from(stats.size));
         self.pool_idle.set(i64::from(stats.idle));
+        self.long_polls.set(self.notifier.waiting_count());
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "could not encode metrics");

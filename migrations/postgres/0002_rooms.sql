@@ -10,7 +10,8 @@ CREATE TABLE rooms (
 -- Every event, as its PDU JSON. stream_ordering is the server-wide order in
 -- which this server learned of events (what sync tokens count); (depth,
 -- stream_ordering) is the topological order that /messages pages through.
--- state_group names the room state after the event.
+-- state_group names the room state after the event; replaces_state is the
+-- state event this one replaced (for unsigned.prev_content).
 CREATE TABLE events (
     stream_ordering  BIGINT PRIMARY KEY NOT NULL,
     event_id         TEXT NOT NULL UNIQUE,
@@ -21,6 +22,7 @@ CREATE TABLE events (
     depth            BIGINT NOT NULL,
     origin_server_ts BIGINT NOT NULL,
     state_group      BIGINT NOT NULL,
+    replaces_state   TEXT,
     redacted_by      TEXT,
     json             TEXT NOT NULL
 );

@@ -5,7 +5,7 @@
 //! wakes its owner. Idle long-polls cost one `Notify` per user and no CPU.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use moka::future::Cache;
@@ -31,6 +31,17 @@ pub struct Notifier {
     held: Mutex<BTreeMap<i64, EventNotice>>,
     /// Set at shutdown: waiting requests return at once so shutdown need not wait for them.
     closing: AtomicBool,
+    /// Sync requests waiting right now (a metric).
+    waiting: AtomicI64,
+}
+
+/// Counts a waiting long-poll for as long as it lives.
+pub struct WaitGuard<'a>(&'a AtomicI64);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Notifier {
@@ -41,7 +52,19 @@ impl Notifier {
             members: Cache::builder().max_capacity(100_000).build(),
             held: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
+            waiting: AtomicI64::new(0),
         }
+    }
+
+    /// Marks a long-poll as waiting until the guard is dropped.
+    pub fn waiting(&self) -> WaitGuard<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        WaitGuard(&self.waiting)
+    }
+
+    /// How many long-polls are waiting now.
+    pub fn waiting_count(&self) -> i64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Ends every long-poll now and makes new ones return at once.

@@ -25,6 +25,8 @@ pub struct StoredEvent {
     pub depth: i64,
     pub origin_server_ts: i64,
     pub state_group: i64,
+    /// For a state event: the event it replaced in the room state.
+    pub replaces_state: Option<String>,
     pub redacted_by: Option<String>,
     pub json: String,
 }

@@ -6,7 +6,7 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 }
 
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, depth, \
-     origin_server_ts, state_group, redacted_by, json";
+     origin_server_ts, state_group, replaces_state, redacted_by, json";
 
 macro_rules! impl_room_sql {
     ($store:ty) => {
@@ -83,8 +83,8 @@ macro_rules! impl_room_sql {
                 }
                 sqlx::query(
                     "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, depth,
-                         origin_server_ts, state_group, redacted_by, json)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                         origin_server_ts, state_group, replaces_state, redacted_by, json)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(e.stream_ordering)
                 .bind(&e.event_id)
@@ -95,6 +95,7 @@ macro_rules! impl_room_sql {
                 .bind(e.depth)
                 .bind(e.origin_server_ts)
                 .bind(e.state_group)
+                .bind(&e.replaces_state)
                 .bind(&e.redacted_by)
                 .bind(&e.json)
                 .execute(&mut *tx)

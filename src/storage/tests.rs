@@ -204,6 +204,7 @@ fn stored(stream: i64, event_id: &str, room_id: &str, state_key: Option<&str>, g
         depth: stream,
         origin_server_ts: 1000 + stream,
         state_group: group,
+        replaces_state: None,
         redacted_by: None,
         json: format!("{{\"n\":{stream}}}"),
     }

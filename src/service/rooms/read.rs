@@ -64,25 +64,45 @@ impl Rooms {
     /// Client-format events, with `unsigned.redacted_because` filled in (state
     /// and membership listings need no relation aggregations).
     pub async fn format_events(&self, events: &[StoredEvent]) -> Result<Vec<Value>> {
+        self.format_with(events, false).await
+    }
+
+    /// `with_prev`: add what each state event replaced (`unsigned.prev_content`).
+    /// Timelines want it; full state listings of big rooms would pay one more
+    /// event read per member for it.
+    async fn format_with(&self, events: &[StoredEvent], with_prev: bool) -> Result<Vec<Value>> {
         let redaction_ids: Vec<String> = events.iter().filter_map(|e| e.redacted_by.clone()).collect();
-        let redactions: HashMap<String, StoredEvent> =
-            self.storage.get_events(&redaction_ids).await?.into_iter().map(|e| (e.event_id.clone(), e)).collect();
-        events
-            .iter()
-            .map(|event| {
-                let because = match event.redacted_by.as_ref().and_then(|id| redactions.get(id)) {
-                    Some(redaction) => Some(client_event(redaction, None)?),
-                    None => None,
-                };
-                client_event(event, because)
-            })
-            .collect()
+        let replaced_ids: Vec<String> =
+            if with_prev { events.iter().filter_map(|e| e.replaces_state.clone()).collect() } else { Vec::new() };
+        let related: HashMap<String, StoredEvent> = self
+            .storage
+            .get_events(&[redaction_ids, replaced_ids].concat())
+            .await?
+            .into_iter()
+            .map(|e| (e.event_id.clone(), e))
+            .collect();
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let because = match event.redacted_by.as_ref().and_then(|id| related.get(id)) {
+                Some(redaction) => Some(client_event(redaction, None)?),
+                None => None,
+            };
+            let mut value = client_event(event, because)?;
+            // State events say what they replaced, as clients expect (kick vs leave, renames).
+            if let Some(previous) = event.replaces_state.as_ref().and_then(|id| related.get(id)) {
+                value["unsigned"]["prev_content"] = content(previous)?;
+                value["unsigned"]["prev_sender"] = json!(previous.sender);
+                value["unsigned"]["replaces_state"] = json!(previous.event_id);
+            }
+            out.push(value);
+        }
+        Ok(out)
     }
 
     /// Timeline events for a viewer: client format plus the aggregations of
     /// `unsigned.m.relations` (latest edit, thread summary, references).
     pub async fn format_timeline(&self, events: &[StoredEvent], viewer: &str) -> Result<Vec<Value>> {
-        let mut formatted = self.format_events(events).await?;
+        let mut formatted = self.format_with(events, true).await?;
         let relations = self.aggregations(events, viewer).await?;
         for (value, event) in formatted.iter_mut().zip(events) {
             if let Some(aggregated) = relations.get(&event.event_id) {

@@ -449,6 +449,10 @@ impl Timeline {
             depth: pdu.depth as i64,
             origin_server_ts: u64::from(pdu.origin_server_ts.get()) as i64,
             state_group,
+            replaces_state: draft
+                .state_key
+                .as_ref()
+                .and_then(|k| head.state.get(&(draft.kind.clone(), k.clone())).cloned()),
             redacted_by: None,
             json,
         };

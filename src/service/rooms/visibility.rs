@@ -40,6 +40,11 @@ impl<'a> VisibilityCheck<'a> {
         if event.state_key.is_none() && self.ignored.contains(&event.sender) {
             return Ok(false);
         }
+        // Users always see their own membership changes (a kick, a ban), or a
+        // removed user would never learn why the room went away.
+        if event.event_type == "m.room.member" && event.state_key.as_deref() == Some(self.user_id) {
+            return Ok(true);
+        }
         if let Some(&visible) = self.by_group.get(&event.state_group) {
             return Ok(visible);
         }

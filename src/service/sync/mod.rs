@@ -58,6 +58,7 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
             // Nothing that concerns this user: wait from here.
             since = Some(now);
         }
+        let _waiting = services.notifier.waiting();
         if services.notifier.is_closing() || tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Ok(json!({ "next_batch": since.unwrap_or(now).to_string() }));
         }
