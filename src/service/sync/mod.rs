@@ -178,29 +178,49 @@ async fn joined_room(
     let after = if newly_joined { 0 } else { since.map(|s| s.events).unwrap_or(0) };
     let limit = filter.timeline_limit();
 
-    let mut events = storage.room_events_in_range(room_id, after, now.events, limit as i64 + 1).await?;
-    let limited = events.len() > limit;
-    events.truncate(limit);
-    events.reverse();
-    if !full && events.is_empty() && account_data.is_empty() {
-        return Ok(None);
-    }
-
+    // Read back from `now` until `limit` events pass visibility and the filter:
+    // the limit counts returned events, not examined ones.
     let mut check = VisibilityCheck::new(rooms, room_id, user_id).await?;
-    let mut timeline = Vec::with_capacity(events.len());
-    for event in &events {
-        if check.can_see(event).await? && filter.timeline_allows(event)? {
-            timeline.push(event.clone());
+    let mut timeline = Vec::with_capacity(limit);
+    let mut skipped_state = Vec::new();
+    let mut cursor = now.events;
+    let mut oldest_examined: Option<StoredEvent> = None;
+    let batch_size = (limit as i64 * 2).max(20);
+    loop {
+        let batch = storage.room_events_in_range(room_id, after, cursor, batch_size).await?;
+        let exhausted = (batch.len() as i64) < batch_size;
+        for event in batch {
+            cursor = event.stream_ordering - 1;
+            oldest_examined = Some(event.clone());
+            if check.can_see(&event).await? && filter.timeline_allows(&event)? {
+                timeline.push(event);
+                if timeline.len() == limit {
+                    break;
+                }
+            } else if event.state_key.is_some() {
+                skipped_state.push(event);
+            }
+        }
+        if timeline.len() == limit || exhausted {
+            break;
         }
     }
-    let prev_batch = match events.first() {
+    timeline.reverse();
+    // Limited when events remain in the range before the oldest one looked at.
+    let limited = !storage.room_events_in_range(room_id, after, cursor, 1).await?.is_empty();
+    if !full && timeline.is_empty() && skipped_state.is_empty() && account_data.is_empty() {
+        return Ok(None);
+    }
+    let start = timeline.first().or(oldest_examined.as_ref()).cloned();
+    let prev_batch = match &start {
         Some(first) => Token::of(first),
         None => latest_token(services, room_id, now.events).await?,
     };
 
-    // State up to the start of the timeline.
-    let mut state_events: Vec<StoredEvent> = if full {
-        let group = match events.first() {
+    // State up to the start of the timeline...
+    let mut latest: HashMap<(String, Option<String>), StoredEvent> = HashMap::new();
+    if full {
+        let group = match &start {
             Some(first) => {
                 let before = storage
                     .room_events_page(room_id, (first.depth, first.stream_ordering), Direction::Backward, 1)
@@ -215,17 +235,23 @@ async fn joined_room(
                 .unwrap_or(0),
         };
         let state = rooms.state.full_state(group).await?;
-        storage.get_events(&state.values().cloned().collect::<Vec<_>>()).await?
+        for event in storage.get_events(&state.values().cloned().collect::<Vec<_>>()).await? {
+            latest.insert((event.event_type.clone(), event.state_key.clone()), event);
+        }
     } else if limited {
-        let first = events.first().map(|e| e.stream_ordering).unwrap_or(now.events + 1);
-        let mut latest: HashMap<(String, Option<String>), StoredEvent> = HashMap::new();
+        let first = start.as_ref().map(|e| e.stream_ordering).unwrap_or(now.events + 1);
         for event in storage.room_state_events_in_range(room_id, after, first).await? {
             latest.insert((event.event_type.clone(), event.state_key.clone()), event);
         }
-        latest.into_values().collect()
-    } else {
-        Vec::new()
-    };
+    }
+    // ...plus state changes the timeline filter left out, so none is lost.
+    skipped_state.sort_by_key(|e| e.stream_ordering);
+    for event in skipped_state {
+        if check.can_see(&event).await? {
+            latest.insert((event.event_type.clone(), event.state_key.clone()), event);
+        }
+    }
+    let mut state_events: Vec<StoredEvent> = latest.into_values().collect();
     if filter.lazy_load_members {
         let senders: Vec<&str> = timeline.iter().map(|e| e.sender.as_str()).chain(std::iter::once(user_id)).collect();
         state_events.retain(|e| {
