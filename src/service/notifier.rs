@@ -4,7 +4,7 @@
 //! members of its room (and the target of a membership change), account data
 //! wakes its owner. Idle long-polls cost one `Notify` per user and no CPU.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,15 +17,17 @@ use crate::storage::Storage;
 #[derive(Debug, Clone)]
 pub struct EventNotice {
     pub room_id: String,
-    /// For membership events: the user whose membership changed.
-    pub member: Option<String>,
+    /// For membership events: the user whose membership changed, and the new membership.
+    pub member: Option<(String, String)>,
 }
 
 pub struct Notifier {
     storage: Arc<dyn Storage>,
     users: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Users to wake for each room: joined, invited and knocking members.
-    members: Cache<String, Arc<Vec<String>>>,
+    /// Users to wake for each room: joined, invited and knocking members. Kept
+    /// up to date by membership events rather than reloaded, so a join to a
+    /// big room costs no member-list read.
+    members: Cache<String, Arc<Mutex<HashSet<String>>>>,
     /// Notices of events persisted while an earlier stream position was still
     /// being written: readers cannot see them yet, so they wait.
     held: Mutex<BTreeMap<i64, EventNotice>>,
@@ -112,9 +114,6 @@ impl Notifier {
     }
 
     async fn wake_room(&self, notice: EventNotice) {
-        if notice.member.is_some() {
-            self.members.invalidate(&notice.room_id).await;
-        }
         let members = match self.room_members(&notice.room_id).await {
             Ok(members) => members,
             Err(e) => {
@@ -122,19 +121,31 @@ impl Notifier {
                 return;
             }
         };
-        for user in members.iter() {
+        let to_wake: Vec<String> = {
+            let mut members = members.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((user, membership)) = &notice.member {
+                if matches!(membership.as_str(), "join" | "invite" | "knock") {
+                    members.insert(user.clone());
+                } else {
+                    members.remove(user);
+                }
+            }
+            members.iter().cloned().collect()
+        };
+        for user in &to_wake {
             self.wake_user(user);
         }
-        if let Some(member) = &notice.member {
+        // A user who just left or was removed still needs to hear of it.
+        if let Some((member, _)) = &notice.member {
             self.wake_user(member);
         }
     }
 
-    async fn room_members(&self, room_id: &str) -> crate::error::Result<Arc<Vec<String>>> {
+    async fn room_members(&self, room_id: &str) -> crate::error::Result<Arc<Mutex<HashSet<String>>>> {
         if let Some(members) = self.members.get(room_id).await {
             return Ok(members);
         }
-        let members: Vec<String> = self
+        let members: HashSet<String> = self
             .storage
             .room_members(room_id)
             .await?
@@ -142,8 +153,8 @@ impl Notifier {
             .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
             .map(|m| m.user_id)
             .collect();
-        let members = Arc::new(members);
-        self.members.insert(room_id.to_owned(), members.clone()).await;
-        Ok(members)
+        let members = Arc::new(Mutex::new(members));
+        // Another task may have loaded it meanwhile: keep the first.
+        Ok(self.members.get_with(room_id.to_owned(), async { members }).await)
     }
 }

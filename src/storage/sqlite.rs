@@ -27,14 +27,14 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // Readers map the file instead of copying pages through read(2):
-            // each write makes WAL readers revalidate their caches.
-            .pragma("mmap_size", "268435456");
+            .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        // More readers than cores only add private page caches (memory) and
+        // cache revalidation after each write.
+        let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
         let read = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(max_connections.clamp(1, 2 * cores))
             .connect_with(options.read_only(true))
             .await?;
         Ok(Self { read, write })

@@ -503,7 +503,12 @@ impl Timeline {
         }
         let notice = EventNotice {
             room_id: stored.room_id.clone(),
-            member: (stored.event_type == "m.room.member").then(|| stored.state_key.clone()).flatten(),
+            member: match (stored.state_key.clone(), membership) {
+                (Some(user), Some(membership)) if stored.event_type == "m.room.member" => {
+                    Some((user, membership.to_owned()))
+                }
+                _ => None,
+            },
         };
         self.notifier.event_persisted(stream_id, notice, self.ids.persisted());
         Ok(())
