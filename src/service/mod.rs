@@ -3,6 +3,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod ephemeral;
 pub mod notifier;
 pub mod password;
 pub mod rate_limit;
@@ -33,6 +34,7 @@ pub struct Services {
     pub signing_key: Arc<signing_key::SigningKey>,
     pub rooms: rooms::Rooms,
     pub notifier: Arc<notifier::Notifier>,
+    pub ephemeral: Arc<ephemeral::Ephemeral>,
 }
 
 use auth::Authenticator;
@@ -48,11 +50,13 @@ impl Services {
         let notifier = Arc::new(notifier::Notifier::new(storage.clone()));
         let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone()).await?;
         let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
+        let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone()).await?;
         Ok(Self {
             rooms,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone()),
             registration: registration::Registration::new(config.clone(), storage.clone()),
             account_data,
+            ephemeral,
             notifier,
             uia: uia::Uia::new(Duration::from_secs(config.auth.uia_session_timeout_secs)),
             rate_limiter: rate_limit::RateLimiter::new(config.rate_limits.clone()),

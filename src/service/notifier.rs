@@ -113,6 +113,13 @@ impl Notifier {
         }
     }
 
+    /// Wakes the members of a room (typing, receipts).
+    pub fn notify_room(self: &Arc<Self>, room_id: &str) {
+        let this = self.clone();
+        let notice = EventNotice { room_id: room_id.to_owned(), member: None };
+        tokio::spawn(async move { this.wake_room(notice).await });
+    }
+
     async fn wake_room(&self, notice: EventNotice) {
         let members = match self.room_members(&notice.room_id).await {
             Ok(members) => members,

@@ -129,6 +129,18 @@ pub struct MemberRecord {
     pub event_id: String,
 }
 
+/// A read receipt; `thread_id` is "" for an unthreaded receipt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReceiptRow {
+    pub room_id: String,
+    pub receipt_type: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+    pub stream_id: i64,
+}
+
 /// A user's membership in one room, with the stream position it changed at.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserMembership {
@@ -228,6 +240,11 @@ pub trait RoomStore: Send + Sync {
     /// The event closest to a timestamp: at or before it (backward) or at or after it.
     async fn event_near_timestamp(&self, room_id: &str, ts: i64, direction: Direction) -> Result<Option<StoredEvent>>;
     async fn add_report(&self, report: &NewReport<'_>) -> Result<()>;
+    /// Stores a receipt, replacing the user's previous one of that type and thread.
+    async fn put_receipt(&self, receipt: &ReceiptRow) -> Result<()>;
+    /// A room's receipts changed at stream positions in `(after, upto]`.
+    async fn receipts_since(&self, room_id: &str, after: i64, upto: i64) -> Result<Vec<ReceiptRow>>;
+    async fn max_receipt_stream(&self) -> Result<i64>;
     async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool>;
     async fn get_alias(&self, alias: &str) -> Result<Option<(String, String)>>;
     async fn delete_alias(&self, alias: &str) -> Result<bool>;

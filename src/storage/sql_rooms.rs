@@ -608,6 +608,48 @@ macro_rules! impl_room_sql {
                 Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(ts).fetch_optional(&self.read).await?)
             }
 
+            async fn put_receipt(&self, r: &$crate::storage::ReceiptRow) -> $crate::storage::Result<()> {
+                sqlx::query(
+                    "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (room_id, receipt_type, user_id, thread_id)
+                     DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_id = excluded.stream_id",
+                )
+                .bind(&r.room_id)
+                .bind(&r.receipt_type)
+                .bind(&r.user_id)
+                .bind(&r.thread_id)
+                .bind(&r.event_id)
+                .bind(r.ts)
+                .bind(r.stream_id)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn receipts_since(
+                &self,
+                room_id: &str,
+                after: i64,
+                upto: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::ReceiptRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id FROM receipts
+                     WHERE room_id = $1 AND stream_id > $2 AND stream_id <= $3 ORDER BY stream_id",
+                )
+                .bind(room_id)
+                .bind(after)
+                .bind(upto)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn max_receipt_stream(&self) -> $crate::storage::Result<i64> {
+                let max: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(stream_id) FROM receipts").fetch_one(&self.read).await?;
+                Ok(max.unwrap_or(0))
+            }
+
             async fn add_report(&self, r: &$crate::storage::NewReport<'_>) -> $crate::storage::Result<()> {
                 sqlx::query(
                     "INSERT INTO event_reports (room_id, event_id, reporter, reason, score, received_ts)

@@ -4,6 +4,7 @@ mod account;
 mod account_data;
 mod devices;
 mod directory;
+mod ephemeral;
 mod history;
 mod meta;
 mod profile;
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .merge(tags::routes())
         .merge(reports::routes())
         .merge(sync::routes())
+        .merge(ephemeral::routes())
 }
 
 /// Only the owner may act on their own user-scoped resources.

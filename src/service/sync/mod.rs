@@ -66,7 +66,12 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
 }
 
 fn current_token(services: &Services) -> SyncToken {
-    SyncToken { events: services.rooms.timeline.ids().persisted(), account_data: services.account_data.position() }
+    SyncToken {
+        events: services.rooms.timeline.ids().persisted(),
+        account_data: services.account_data.position(),
+        receipts: services.ephemeral.receipt_position(),
+        typing: services.ephemeral.typing_position(),
+    }
 }
 
 /// Builds the response for `(since, now]`; the flag says whether it carries nothing.
@@ -208,7 +213,19 @@ async fn joined_room(
     timeline.reverse();
     // Limited when events remain in the range before the oldest one looked at.
     let limited = !storage.room_events_in_range(room_id, after, cursor, 1).await?.is_empty();
-    if !full && timeline.is_empty() && skipped_state.is_empty() && account_data.is_empty() {
+    // Typing and receipts: what changed since the token, everything for a new room.
+    let (typing_after, receipts_after) = match since {
+        Some(s) if !full => (s.typing, s.receipts),
+        _ => (0, 0),
+    };
+    let mut ephemeral = Vec::new();
+    if let Some(typing) = services.ephemeral.typing_event(room_id, typing_after, now.typing) {
+        ephemeral.push(typing);
+    }
+    if let Some(receipts) = services.ephemeral.receipt_event(room_id, user_id, receipts_after, now.receipts).await? {
+        ephemeral.push(receipts);
+    }
+    if !full && timeline.is_empty() && skipped_state.is_empty() && account_data.is_empty() && ephemeral.is_empty() {
         return Ok(None);
     }
     let start = timeline.first().or(oldest_examined.as_ref()).cloned();
@@ -270,7 +287,7 @@ async fn joined_room(
             "prev_batch": prev_batch.to_string(),
         },
         "state": { "events": rooms.format_events(&state_events).await? },
-        "ephemeral": { "events": [] },
+        "ephemeral": { "events": ephemeral },
         "account_data": { "events": account_data.iter().map(account_data_event).collect::<Vec<_>>() },
     });
     let membership_changed = timeline.iter().chain(state_events.iter()).any(|e| e.event_type == "m.room.member");
