@@ -480,15 +480,22 @@ macro_rules! impl_room_sql {
                 if event_ids.is_empty() {
                     return Ok(Vec::new());
                 }
+                // Looked up by event id alone: with the user and device in the
+                // WHERE clause the planner walks every transaction of the device.
                 let sql = format!(
-                    "SELECT event_id, txn_id FROM event_txns WHERE event_id IN ({}) AND user_id = $1 AND device_id = $2",
-                    $crate::storage::sql_rooms::placeholders(3, event_ids.len())
+                    "SELECT event_id, txn_id, user_id, device_id FROM event_txns WHERE event_id IN ({})",
+                    $crate::storage::sql_rooms::placeholders(1, event_ids.len())
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(device_id);
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in event_ids {
                     query = query.bind(id);
                 }
-                Ok(query.fetch_all(&self.read).await?)
+                let rows: Vec<(String, String, String, String)> = query.fetch_all(&self.read).await?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|(_, _, user, device)| user == user_id && device == device_id)
+                    .map(|(event_id, txn_id, _, _)| (event_id, txn_id))
+                    .collect())
             }
 
             async fn relations(
