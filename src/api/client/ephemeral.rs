@@ -104,13 +104,15 @@ async fn read_markers(
     Json(body): Json<ReadMarkersBody>,
 ) -> Result<axum::Json<Value>> {
     let user = &auth.requester.user_id;
-    if let Some(event_id) = &body.fully_read {
+    // Every target is checked before anything is stored: a bad one changes nothing.
+    for event_id in [&body.fully_read, &body.read, &body.read_private].into_iter().flatten() {
         check_target(&state, &auth, &room_id, event_id).await?;
+    }
+    if let Some(event_id) = &body.fully_read {
         set_fully_read(&state, &auth, &room_id, event_id).await?;
     }
     for (receipt_type, event_id) in [("m.read", &body.read), ("m.read.private", &body.read_private)] {
         if let Some(event_id) = event_id {
-            check_target(&state, &auth, &room_id, event_id).await?;
             state.services.ephemeral.put_receipt(&room_id, user, receipt_type, event_id, None).await?;
         }
     }
