@@ -185,7 +185,8 @@ async fn joined_room(
 
     // Read back from `now` until `limit` events pass visibility and the filter:
     // the limit counts returned events, not examined ones.
-    let mut check = VisibilityCheck::new(rooms, room_id, user_id).await?;
+    // Built on first use: most rooms of an incremental sync have nothing new.
+    let mut check: Option<VisibilityCheck<'_>> = None;
     let mut timeline = Vec::with_capacity(limit);
     let mut skipped_state = Vec::new();
     let mut cursor = now.events;
@@ -197,7 +198,11 @@ async fn joined_room(
         for event in batch {
             cursor = event.stream_ordering - 1;
             oldest_examined = Some(event.clone());
-            if check.can_see(&event).await? && filter.timeline_allows(&event)? {
+            if check.is_none() {
+                check = Some(VisibilityCheck::new(rooms, room_id, user_id).await?);
+            }
+            let visible = check.as_mut().expect("built above").can_see(&event).await?;
+            if visible && filter.timeline_allows(&event)? {
                 timeline.push(event);
                 if timeline.len() == limit {
                     break;
@@ -264,7 +269,11 @@ async fn joined_room(
     // ...plus state changes the timeline filter left out, so none is lost.
     skipped_state.sort_by_key(|e| e.stream_ordering);
     for event in skipped_state {
-        if check.can_see(&event).await? {
+        let visible = match check.as_mut() {
+            Some(check) => check.can_see(&event).await?,
+            None => false,
+        };
+        if visible {
             latest.insert((event.event_type.clone(), event.state_key.clone()), event);
         }
     }
