@@ -120,10 +120,9 @@ const GUEST_ROUTES: &[&str] = &[
     "/voip/turnServer",
 ];
 
-/// An authenticated request: who made it, and with which token.
+/// An authenticated request: who made it.
 pub struct Auth {
     pub requester: Requester,
-    pub access_token: String,
 }
 
 impl FromRequestParts<AppState> for Auth {
@@ -142,7 +141,7 @@ impl FromRequestParts<AppState> for Auth {
                 ));
             }
         }
-        Ok(Self { requester, access_token: token })
+        Ok(Self { requester })
     }
 }
 

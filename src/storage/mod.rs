@@ -28,8 +28,6 @@ pub enum StorageError {
     DatabaseNewer(i64),
     #[error("migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
-    #[error("corrupt data in the database: {0}")]
-    Corrupt(String),
     #[error("this client transaction id was already used")]
     DuplicateTxn,
 }

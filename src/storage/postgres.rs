@@ -5,8 +5,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use sqlx::FromRow;
-
 use super::sql_rooms::EVENT_COLUMNS;
 use super::{
     PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_rooms::impl_room_sql,
@@ -100,7 +98,7 @@ impl SearchStore for PgStore {
             "SELECT {columns}, {rank} AS rank FROM event_search s JOIN events e ON e.event_id = s.event_id
              WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let hits: Vec<SearchHit> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(term)
             .bind(rooms)
             .bind(keys)
@@ -108,12 +106,6 @@ impl SearchStore for PgStore {
             .bind(skip)
             .fetch_all(&self.read)
             .await?;
-        let hits = rows
-            .iter()
-            .map(|row| {
-                Ok(SearchHit { event: StoredEvent::from_row(row)?, rank: sqlx::Row::try_get::<f64, _>(row, "rank")? })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok((hits, count))
     }
 }

@@ -75,8 +75,9 @@ pub struct NewEvent<'a> {
 }
 
 /// One search hit: the event and its rank (higher is better).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SearchHit {
+    #[sqlx(flatten)]
     pub event: StoredEvent,
     pub rank: f64,
 }

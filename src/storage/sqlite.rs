@@ -6,8 +6,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use sqlx::FromRow;
-
 use super::sql_rooms::{EVENT_COLUMNS, placeholders};
 use super::{
     PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_rooms::impl_room_sql,
@@ -129,17 +127,11 @@ impl SearchStore for SqliteStore {
             next,
             next + 1
         );
-        let mut search = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&query);
+        let mut search = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&query);
         for value in rooms.iter().chain(keys) {
             search = search.bind(value);
         }
-        let rows = search.bind(limit).bind(skip).fetch_all(&self.read).await?;
-        let hits = rows
-            .iter()
-            .map(|row| {
-                Ok(SearchHit { event: StoredEvent::from_row(row)?, rank: sqlx::Row::try_get::<f64, _>(row, "rank")? })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let hits: Vec<SearchHit> = search.bind(limit).bind(skip).fetch_all(&self.read).await?;
         Ok((hits, count))
     }
 }
