@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::service::accounts::Accounts;
 use crate::service::auth::Authenticator;
+use crate::service::e2ee::E2ee;
+use crate::service::notifier::Notifier;
 use crate::storage;
 
 #[derive(Parser)]
@@ -73,7 +75,10 @@ pub async fn run_user_command(config: Config, command: UserCommand) -> anyhow::R
     std::fs::create_dir_all(&config.data_dir)?;
     let config = Arc::new(config);
     let storage = storage::open(&config.database_url(), 2).await?;
-    let accounts = Accounts::new(config.clone(), storage.clone(), Arc::new(Authenticator::new(storage.clone())));
+    // No server runs here: the notifier has no one to wake; device-list changes are still recorded.
+    let notifier = Arc::new(Notifier::new(storage.clone()));
+    let e2ee = Arc::new(E2ee::new(config.clone(), storage.clone(), notifier).await?);
+    let accounts = Accounts::new(config.clone(), storage.clone(), Arc::new(Authenticator::new(storage.clone())), e2ee);
     let result = async {
         match command {
             UserCommand::Create { name, admin, password_file } => {

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::service::auth::{Authenticator, Requester};
+use crate::service::e2ee::E2ee;
 use crate::service::{now_ms, password, secrets};
 use crate::storage::{NewSession, NewUser, Storage, UserRecord};
 
@@ -36,11 +37,13 @@ pub struct Accounts {
     config: Arc<Config>,
     storage: Arc<dyn Storage>,
     auth: Arc<Authenticator>,
+    /// Told of every device added or removed (the device-list stream).
+    e2ee: Arc<E2ee>,
 }
 
 impl Accounts {
-    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, auth: Arc<Authenticator>) -> Self {
-        Self { config, storage, auth }
+    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, auth: Arc<Authenticator>, e2ee: Arc<E2ee>) -> Self {
+        Self { config, storage, auth, e2ee }
     }
 
     pub fn user_id(&self, localpart: &str) -> String {
@@ -128,6 +131,10 @@ impl Accounts {
 
     /// Starts a session on a (new or existing) device of the user.
     pub async fn start_session(&self, user_id: &str, request: SessionRequest) -> Result<SessionTokens> {
+        let new_device = match &request.device_id {
+            Some(id) => self.storage.get_device(user_id, id).await?.is_none(),
+            None => true,
+        };
         let device_id = request.device_id.unwrap_or_else(|| secrets::random_id(10));
         let access_token = secrets::new_token("syt");
         let now = now_ms();
@@ -153,6 +160,9 @@ impl Accounts {
             )
             .await?;
         self.auth.forget(&revoked).await;
+        if new_device {
+            self.e2ee.device_list_changed(user_id).await?;
+        }
         Ok(SessionTokens { user_id: user_id.to_owned(), device_id, access_token, refresh_token, expires_in_ms })
     }
 
@@ -221,6 +231,9 @@ impl Accounts {
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<()> {
         let revoked = self.storage.delete_devices(user_id, device_ids).await?;
         self.auth.forget(&revoked).await;
+        if !device_ids.is_empty() {
+            self.e2ee.device_list_changed(user_id).await?;
+        }
         Ok(())
     }
 
@@ -238,6 +251,7 @@ impl Accounts {
         }
         let revoked = self.storage.deactivate_user(user_id).await?;
         self.auth.forget(&revoked).await;
+        self.e2ee.device_list_changed(user_id).await?;
         tracing::info!(%user_id, "account deactivated");
         Ok(())
     }

@@ -3,6 +3,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod notifier;
 pub mod password;
@@ -35,6 +36,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub notifier: Arc<notifier::Notifier>,
     pub ephemeral: Arc<ephemeral::Ephemeral>,
+    pub e2ee: Arc<e2ee::E2ee>,
 }
 
 use auth::Authenticator;
@@ -51,9 +53,11 @@ impl Services {
         let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone()).await?;
         let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone()).await?;
+        let e2ee = Arc::new(e2ee::E2ee::new(config.clone(), storage.clone(), notifier.clone()).await?);
         Ok(Self {
             rooms,
-            accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone()),
+            accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone(), e2ee.clone()),
+            e2ee,
             registration: registration::Registration::new(config.clone(), storage.clone()),
             account_data,
             ephemeral,

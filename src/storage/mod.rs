@@ -5,9 +5,11 @@
 //! `migrations/<engine>/`) live in `sqlite.rs` and `postgres.rs`. Nothing here
 //! knows Matrix error codes.
 
+mod e2ee;
 mod postgres;
 mod rooms;
 mod sql;
+mod sql_e2ee;
 mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
@@ -173,7 +175,12 @@ pub trait RegistrationTokenStore: Send + Sync {
     async fn use_registration_token(&self, token_hash: &str, now: i64) -> Result<Option<bool>>;
 }
 
+pub use e2ee::*;
 pub use rooms::*;
+
+/// Tables of per-device rows, emptied when a device is deleted (`devices` last).
+pub(crate) const DEVICE_TABLES: &[&str] =
+    &["e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys", "to_device_messages", "devices"];
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct PoolStats {
@@ -183,7 +190,7 @@ pub struct PoolStats {
 
 #[async_trait]
 pub trait Storage:
-    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore
+    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore + E2eeStore
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;

@@ -66,7 +66,12 @@ macro_rules! impl_shared_sql {
                         .fetch_all(&mut *tx)
                         .await?;
                 sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-                sqlx::query("DELETE FROM devices WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+                for table in $crate::storage::DEVICE_TABLES {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(revoked)
             }
@@ -251,7 +256,17 @@ macro_rules! impl_shared_sql {
                         .bind(device_id)
                         .execute(&mut *tx)
                         .await?;
-                    sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+                    // The device's keys and undelivered messages go with it.
+                    for table in $crate::storage::DEVICE_TABLES {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                        )))
+                        .bind(user_id)
+                        .bind(device_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query("DELETE FROM e2e_signatures WHERE target_user_id = $1 AND target_key_id = $2")
                         .bind(user_id)
                         .bind(device_id)
                         .execute(&mut *tx)

@@ -62,6 +62,8 @@ async fn update(
     if !storage.set_device_display_name(&auth.requester.user_id, &device_id, body.display_name.as_deref()).await? {
         return Err(Error::not_found("No such device"));
     }
+    // The name is served with the device's keys (`unsigned.device_display_name`).
+    state.services.e2ee.device_list_changed(&auth.requester.user_id).await?;
     Ok(axum::Json(json!({})))
 }
 

@@ -6,14 +6,17 @@ mod devices;
 mod directory;
 mod ephemeral;
 mod history;
+mod keys;
 mod meta;
 mod profile;
 mod register;
 mod reports;
+mod room_keys;
 mod rooms;
 mod session;
 mod sync;
 mod tags;
+mod to_device;
 
 pub use register::MAX_PASSWORD_LEN;
 
@@ -37,6 +40,9 @@ pub fn routes() -> Router<AppState> {
         .merge(reports::routes())
         .merge(sync::routes())
         .merge(ephemeral::routes())
+        .merge(keys::routes())
+        .merge(to_device::routes())
+        .merge(room_keys::routes())
 }
 
 /// Only the owner may act on their own user-scoped resources.

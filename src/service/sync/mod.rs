@@ -14,6 +14,7 @@ pub use token::SyncToken;
 
 use crate::error::Result;
 use crate::service::Services;
+use crate::service::e2ee::DeviceListDelta;
 use crate::service::rooms::{Token, VisibilityCheck};
 use crate::storage::{AccountDataRow, Direction, StoredEvent, UserMembership};
 
@@ -43,6 +44,9 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
     let handle = services.notifier.handle(user_id);
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut since = request.since;
+    if let Some(token) = since {
+        services.e2ee.acknowledge_to_device(user_id, &request.device_id, token.to_device).await?;
+    }
     loop {
         // Armed before looking, so a change between the look and the wait still wakes us.
         let notified = handle.notified();
@@ -60,7 +64,12 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
         }
         let _waiting = services.notifier.waiting();
         if services.notifier.is_closing() || tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Ok(json!({ "next_batch": since.unwrap_or(now).to_string() }));
+            let e2ee = &services.e2ee;
+            return Ok(json!({
+                "next_batch": since.unwrap_or(now).to_string(),
+                "device_one_time_keys_count": e2ee.one_time_key_counts(user_id, &request.device_id).await?,
+                "device_unused_fallback_key_types": e2ee.unused_fallback_key_types(user_id, &request.device_id).await?,
+            }));
         }
     }
 }
@@ -71,6 +80,8 @@ fn current_token(services: &Services) -> SyncToken {
         account_data: services.account_data.position(),
         receipts: services.ephemeral.receipt_position(),
         typing: services.ephemeral.typing_position(),
+        to_device: services.e2ee.to_device_position(),
+        device_lists: services.e2ee.device_list_position(),
     }
 }
 
@@ -142,14 +153,40 @@ async fn build(
         .filter(|row| filter.account_data_allowed(&row.data_type))
         .map(account_data_event)
         .collect();
-    let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && knock.is_empty() && global.is_empty();
+    // End-to-end encryption: to-device messages, device lists, key counts.
+    let e2ee = &services.e2ee;
+    let to_device =
+        e2ee.to_device_for_sync(user_id, &request.device_id, since.map_or(0, |s| s.to_device), now.to_device).await?;
+    let device_lists = match since {
+        Some(s) => e2ee.device_list_delta(user_id, (s.device_lists, now.device_lists), (s.events, now.events)).await?,
+        None => DeviceListDelta::default(),
+    };
+    let next_batch = SyncToken { to_device: to_device.position, ..now };
+
+    let empty = join.is_empty()
+        && invite.is_empty()
+        && leave.is_empty()
+        && knock.is_empty()
+        && global.is_empty()
+        && to_device.events.is_empty()
+        && device_lists.is_empty();
     let mut rooms = Map::new();
     for (key, map) in [("join", join), ("invite", invite), ("leave", leave), ("knock", knock)] {
         if !map.is_empty() {
             rooms.insert(key.into(), Value::Object(map));
         }
     }
-    let mut response = json!({ "next_batch": now.to_string() });
+    let mut response = json!({
+        "next_batch": next_batch.to_string(),
+        "device_one_time_keys_count": e2ee.one_time_key_counts(user_id, &request.device_id).await?,
+        "device_unused_fallback_key_types": e2ee.unused_fallback_key_types(user_id, &request.device_id).await?,
+    });
+    if !to_device.events.is_empty() {
+        response["to_device"] = json!({ "events": to_device.events });
+    }
+    if !device_lists.is_empty() {
+        response["device_lists"] = json!({ "changed": device_lists.changed, "left": device_lists.left });
+    }
     if !rooms.is_empty() {
         response["rooms"] = Value::Object(rooms);
     }

@@ -1,0 +1,209 @@
+//! Device keys, one-time keys and fallback keys: `/keys/upload`, `/keys/query`, `/keys/claim`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
+
+use super::E2ee;
+use super::signatures::{self, merge_signatures};
+use crate::error::{Error, Result};
+use crate::service::auth::Requester;
+use crate::storage::NewKey;
+
+/// The algorithm clients count on seeing in `one_time_key_counts`, even at zero.
+const SIGNED_CURVE25519: &str = "signed_curve25519";
+/// Most one-time keys one upload may carry: far above what clients send (50-100).
+const MAX_KEYS_PER_UPLOAD: usize = 1_000;
+
+#[derive(Default)]
+pub struct UploadRequest {
+    pub device_keys: Option<Value>,
+    pub one_time_keys: Option<Map<String, Value>>,
+    pub fallback_keys: Option<Map<String, Value>>,
+}
+
+impl E2ee {
+    pub async fn upload_keys(&self, requester: &Requester, request: UploadRequest) -> Result<Value> {
+        let (user_id, device_id) = (&requester.user_id, &requester.device_id);
+        if let Some(keys) = &request.device_keys {
+            self.upload_device_keys(requester, keys).await?;
+        }
+        if let Some(keys) = &request.one_time_keys {
+            if keys.len() > MAX_KEYS_PER_UPLOAD {
+                return Err(Error::invalid_param(format!("At most {MAX_KEYS_PER_UPLOAD} one-time keys per upload")));
+            }
+            let keys = keys.iter().map(|(id, key)| new_key(id, key)).collect::<Result<Vec<_>>>()?;
+            self.storage.add_one_time_keys(user_id, device_id, &keys).await?;
+        }
+        if let Some(keys) = &request.fallback_keys {
+            for (id, key) in keys {
+                self.storage.put_fallback_key(user_id, device_id, &new_key(id, key)?).await?;
+            }
+        }
+        Ok(json!({ "one_time_key_counts": self.one_time_key_counts(user_id, device_id).await? }))
+    }
+
+    async fn upload_device_keys(&self, requester: &Requester, keys: &Value) -> Result<()> {
+        let (user_id, device_id) = (&requester.user_id, &requester.device_id);
+        let object = keys.as_object().ok_or_else(|| Error::bad_json("device_keys must be an object"))?;
+        if object.get("user_id").and_then(Value::as_str) != Some(user_id) {
+            return Err(Error::invalid_param("device_keys.user_id does not match the logged-in user"));
+        }
+        if object.get("device_id").and_then(Value::as_str) != Some(device_id) {
+            return Err(Error::invalid_param("device_keys.device_id does not match the logged-in device"));
+        }
+        if !object.get("algorithms").is_some_and(Value::is_array) {
+            return Err(Error::bad_json("device_keys.algorithms must be an array"));
+        }
+        let signing_key_id = format!("ed25519:{device_id}");
+        let Some(public_key) = object.get("keys").and_then(|k| k.get(&signing_key_id)).and_then(Value::as_str) else {
+            return Err(Error::invalid_param(format!("device_keys.keys must hold the device's {signing_key_id} key")));
+        };
+        if !signatures::verify(keys, user_id, &signing_key_id, public_key) {
+            return Err(Error::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "M_INVALID_SIGNATURE",
+                "device_keys is not signed by the device's own ed25519 key",
+            ));
+        }
+        let mut stored = keys.clone();
+        if let Some(map) = stored.as_object_mut() {
+            map.remove("unsigned");
+        }
+        let previous = self.storage.device_keys_of(std::slice::from_ref(user_id)).await?;
+        let unchanged = previous
+            .iter()
+            .find(|row| &row.device_id == device_id)
+            .and_then(|row| serde_json::from_str::<Value>(&row.key_json).ok())
+            .is_some_and(|old| old == stored);
+        if !unchanged {
+            self.storage.put_device_keys(user_id, device_id, &stored.to_string()).await?;
+            self.device_list_changed(user_id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn one_time_key_counts(&self, user_id: &str, device_id: &str) -> Result<BTreeMap<String, i64>> {
+        let mut counts: BTreeMap<String, i64> =
+            self.storage.one_time_key_counts(user_id, device_id).await?.into_iter().collect();
+        counts.entry(SIGNED_CURVE25519.to_owned()).or_insert(0);
+        Ok(counts)
+    }
+
+    pub async fn unused_fallback_key_types(&self, user_id: &str, device_id: &str) -> Result<Vec<String>> {
+        Ok(self.storage.unused_fallback_key_types(user_id, device_id).await?)
+    }
+
+    /// `/keys/query`: `wanted` maps users to device ids (empty = every device).
+    pub async fn query_keys(&self, requester: &Requester, wanted: &HashMap<String, Vec<String>>) -> Result<Value> {
+        let mut failures = Map::new();
+        let local: Vec<String> = wanted.keys().filter(|u| self.is_local(u)).cloned().collect();
+        for user in wanted.keys().filter(|u| !self.is_local(u)) {
+            // No federation yet: the other server cannot be asked.
+            let server = user.rsplit_once(':').map(|(_, s)| s).unwrap_or(user);
+            failures
+                .insert(server.to_owned(), json!({"errcode": "M_UNREACHABLE", "error": "Federation is not supported"}));
+        }
+        let signatures = self.storage.signatures_on(&local).await?;
+        let mut device_keys: Map<String, Value> = local.iter().map(|u| (u.clone(), json!({}))).collect();
+        let names: HashMap<(String, String), Option<String>> = {
+            let mut names = HashMap::new();
+            for user in &local {
+                for device in self.storage.list_devices(user).await? {
+                    names.insert((device.user_id, device.device_id), device.display_name);
+                }
+            }
+            names
+        };
+        for row in self.storage.device_keys_of(&local).await? {
+            let devices = &wanted[&row.user_id];
+            if !devices.is_empty() && !devices.contains(&row.device_id) {
+                continue;
+            }
+            let Ok(mut keys) = serde_json::from_str::<Value>(&row.key_json) else { continue };
+            merge_signatures(&mut keys, &row.user_id, &row.device_id, &signatures);
+            if let Some(Some(name)) = names.get(&(row.user_id.clone(), row.device_id.clone())) {
+                keys["unsigned"] = json!({ "device_display_name": name });
+            }
+            device_keys[&row.user_id][&row.device_id] = keys;
+        }
+        let mut master_keys = Map::new();
+        let mut self_signing_keys = Map::new();
+        let mut user_signing_keys = Map::new();
+        for row in self.storage.cross_signing_keys_of(&local).await? {
+            let Ok(mut key) = serde_json::from_str::<Value>(&row.key_json) else { continue };
+            if let Some((_, public)) = signatures::single_ed25519_key(&key) {
+                merge_signatures(&mut key, &row.user_id, &public, &signatures);
+            }
+            match row.key_type.as_str() {
+                "master" => master_keys.insert(row.user_id, key),
+                "self_signing" => self_signing_keys.insert(row.user_id, key),
+                // Only the owner sees their user-signing key.
+                "user_signing" if row.user_id == requester.user_id => user_signing_keys.insert(row.user_id, key),
+                _ => None,
+            };
+        }
+        Ok(json!({
+            "device_keys": device_keys,
+            "master_keys": master_keys,
+            "self_signing_keys": self_signing_keys,
+            "user_signing_keys": user_signing_keys,
+            "failures": failures,
+        }))
+    }
+
+    /// `/keys/claim`: one key per requested device, `wanted` = user → device → algorithm.
+    pub async fn claim_keys(&self, wanted: &HashMap<String, HashMap<String, String>>) -> Result<Value> {
+        let mut claimed = Map::new();
+        let mut failures = Map::new();
+        for (user_id, devices) in wanted {
+            if !self.is_local(user_id) {
+                let server = user_id.rsplit_once(':').map(|(_, s)| s).unwrap_or(user_id);
+                failures.insert(
+                    server.to_owned(),
+                    json!({"errcode": "M_UNREACHABLE", "error": "Federation is not supported"}),
+                );
+                continue;
+            }
+            let mut user_keys = Map::new();
+            for (device_id, algorithm) in devices {
+                if let Some((key_id, key_json)) = self.storage.claim_key(user_id, device_id, algorithm).await? {
+                    let key: Value = serde_json::from_str(&key_json).map_err(Error::internal)?;
+                    user_keys.insert(device_id.clone(), json!({ key_id: key }));
+                }
+            }
+            if !user_keys.is_empty() {
+                claimed.insert(user_id.clone(), Value::Object(user_keys));
+            }
+        }
+        Ok(json!({ "one_time_keys": claimed, "failures": failures }))
+    }
+}
+
+/// `"<algorithm>:<id>"` and its key (an object, or a bare string for unsigned curve25519).
+fn new_key(id: &str, key: &Value) -> Result<NewKey> {
+    let (algorithm, key_id) = id
+        .split_once(':')
+        .filter(|(a, k)| !a.is_empty() && !k.is_empty())
+        .ok_or_else(|| Error::invalid_param(format!("Key id {id:?} is not of the form <algorithm>:<key id>")))?;
+    if !(key.is_object() || key.is_string()) {
+        return Err(Error::bad_json(format!("Key {id:?} must be an object or a string")));
+    }
+    Ok(NewKey { algorithm: algorithm.to_owned(), key_id: key_id.to_owned(), key_json: key.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids() {
+        let key = new_key("signed_curve25519:AAAA", &json!({"key": "k"})).unwrap();
+        assert_eq!((key.algorithm.as_str(), key.key_id.as_str()), ("signed_curve25519", "AAAA"));
+        assert!(new_key("curve25519:B", &json!("k")).is_ok());
+        for bad in ["nocolon", ":x", "x:"] {
+            assert_eq!(new_key(bad, &json!({})).unwrap_err().errcode, "M_INVALID_PARAM", "{bad}");
+        }
+        assert_eq!(new_key("a:b", &json!(5)).unwrap_err().errcode, "M_BAD_JSON");
+    }
+}

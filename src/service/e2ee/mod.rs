@@ -1,0 +1,84 @@
+//! End-to-end encryption support: the server stores, relays and tracks keys and
+//! never sees plaintext. Device and one-time keys (`keys`), cross-signing and
+//! signatures (`cross_signing`, verified in `signatures`), the device-list
+//! stream (`device_lists`), to-device messages (`to_device`) and server-side
+//! key backup (`backup`).
+
+mod backup;
+mod cross_signing;
+mod device_lists;
+mod keys;
+mod signatures;
+mod to_device;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+pub use backup::{BackupKeys, KeyBackup, KeyBackupData};
+pub use device_lists::DeviceListDelta;
+pub use keys::UploadRequest;
+pub use to_device::ToDeviceBatch;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::service::notifier::Notifier;
+use crate::storage::Storage;
+
+/// A stream whose positions become visible only once their rows are stored:
+/// writers are serialised, so a reader never skips a change still being written.
+struct Stream {
+    position: AtomicI64,
+    write: tokio::sync::Mutex<()>,
+}
+
+impl Stream {
+    fn new(position: i64) -> Self {
+        Self { position: AtomicI64::new(position), write: tokio::sync::Mutex::new(()) }
+    }
+
+    fn position(&self) -> i64 {
+        self.position.load(Ordering::SeqCst)
+    }
+
+    /// Runs `write` with the next position; the position is published when it succeeds.
+    async fn append<T, F>(&self, write: impl FnOnce(i64) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let _guard = self.write.lock().await;
+        let next = self.position() + 1;
+        let out = write(next).await?;
+        self.position.store(next, Ordering::SeqCst);
+        Ok(out)
+    }
+}
+
+pub struct E2ee {
+    config: Arc<Config>,
+    storage: Arc<dyn Storage>,
+    notifier: Arc<Notifier>,
+    device_lists: Stream,
+    to_device: Stream,
+    /// Key backup writes read, compare and replace keys: one user at a time.
+    backup_write: tokio::sync::Mutex<()>,
+}
+
+impl E2ee {
+    pub async fn new(config: Arc<Config>, storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Self> {
+        let device_lists = Stream::new(storage.max_device_list_stream().await?);
+        let to_device = Stream::new(storage.max_to_device_stream().await?);
+        Ok(Self { config, storage, notifier, device_lists, to_device, backup_write: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn device_list_position(&self) -> i64 {
+        self.device_lists.position()
+    }
+
+    pub fn to_device_position(&self) -> i64 {
+        self.to_device.position()
+    }
+
+    fn is_local(&self, user_id: &str) -> bool {
+        user_id.rsplit_once(':').is_some_and(|(_, server)| server == self.config.server_name)
+    }
+}
