@@ -233,6 +233,9 @@ impl TestServer {
             ("KITH_REGISTRATION__MODE", "open"),
             ("KITH_REGISTRATION__SHARED_SECRET", crate::SHARED_SECRET),
             ("KITH_RATE_LIMITS__ENABLED", "false"),
+            // Presence wakes every room-mate's long-poll when a user first syncs;
+            // tests that assert quiet long-polls would race it. tests/presence.rs turns it on.
+            ("KITH_PRESENCE__ENABLED", "false"),
             ("RUST_LOG", "info"),
             ("NO_COLOR", "1"),
         ]

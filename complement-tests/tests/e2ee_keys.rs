@@ -755,6 +755,25 @@ async fn key_upload_shows_in_device_lists_changed_of_room_mates_only() {
 }
 
 #[tokio::test]
+async fn keys_changes_reports_a_change_inside_the_range_even_after_a_later_one() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    shared_room(&alice, &[&bob]).await;
+    let from = token(&bob.client).await;
+    alice.upload_device_keys().await;
+    let body = wait_device_list(&bob.client, &from, "changed", alice.user()).await;
+    let to = next_batch(&body);
+    // Alice changes her devices again after `to`: the change inside [from, to] still counts.
+    login_again(&server, &alice).await.upload_device_keys().await;
+    wait_device_list(&bob.client, &to, "changed", alice.user()).await;
+    let path = format!("{V3}/keys/changes?from={}&to={}", enc(&from), enc(&to));
+    let body = assert_ok(bob.client.get(&path).await);
+    let changed = body["changed"].as_array().unwrap_or_else(|| panic!("no changed array: {body}"));
+    assert!(changed.contains(&json!(alice.user())), "alice's change between from and to is missing: {body}");
+}
+
+#[tokio::test]
 async fn keys_changes_needs_both_tokens() {
     let server = TestServer::start().await;
     let alice = register(&server, "alice").await;
@@ -846,6 +865,76 @@ async fn sharing_a_room_again_or_no_more_shows_in_device_lists() {
     third.upload_device_keys().await;
     let (changed, _) = device_lists_since(&alice.client, &alice_from).await;
     assert!(!changed.contains(bob.user()), "alice saw bob's device change after he left: {changed:?}");
+}
+
+#[tokio::test]
+async fn leaving_the_last_shared_room_oneself_shows_in_device_lists_left() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let first = shared_room(&alice, &[&bob, &carol]).await;
+    let second = shared_room(&alice, &[&bob]).await;
+
+    // Leaving one of two shared rooms changes nothing.
+    let from = token(&alice.client).await;
+    alice.client.leave(&first).await;
+    // Carol shared only the first room with alice.
+    let body = wait_device_list(&alice.client, &from, "left", carol.user()).await;
+    let (_, mut left) = device_lists_since(&alice.client, &next_batch(&body)).await;
+    left.extend(device_list(&body, "left"));
+    assert!(!left.contains(bob.user()), "bob still shares a room with alice: {left:?}");
+
+    let from = token(&alice.client).await;
+    alice.client.leave(&second).await;
+    wait_device_list(&alice.client, &from, "left", bob.user()).await;
+}
+
+#[tokio::test]
+async fn a_users_own_device_changes_show_in_their_device_lists_changed() {
+    // Clients learn about their own new devices (to verify them, to share keys) this way.
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    alice.upload_device_keys().await;
+    let from = token(&alice.client).await;
+    let second = login_again(&server, &alice).await;
+    second.upload_device_keys().await;
+    let body = wait_device_list(&alice.client, &from, "changed", alice.user()).await;
+    let listed = query(&alice.client, &[alice.user()]).await;
+    assert!(listed["device_keys"][alice.user()][second.id()].is_object(), "{listed} after {body}");
+}
+
+#[tokio::test]
+async fn logging_out_removes_the_devices_keys() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    shared_room(&alice, &[&bob]).await;
+    let second = login_again(&server, &alice).await;
+    second.upload_device_keys().await;
+    second.upload_ok(json!({ "one_time_keys": second.one_time_keys(2) })).await;
+    let from = token(&bob.client).await;
+
+    assert_ok(second.client.post(&format!("{V3}/logout"), json!({})).await);
+    wait_device_list(&bob.client, &from, "changed", alice.user()).await;
+    let listed = query(&bob.client, &[alice.user()]).await;
+    assert!(listed["device_keys"][alice.user()][second.id()].is_null(), "logged-out device still listed: {listed}");
+    assert_eq!(claim_one(&bob.client, &second).await, None, "a logged-out device's one-time key was handed out");
+}
+
+#[tokio::test]
+async fn query_and_claim_accept_a_timeout() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    alice.upload_device_keys().await;
+    alice.upload_ok(json!({ "one_time_keys": alice.one_time_keys(1) })).await;
+    let body =
+        assert_ok(query_raw(&alice.client, json!({ "timeout": 10000, "device_keys": { alice.user(): [] } })).await);
+    assert!(body["device_keys"][alice.user()][alice.id()].is_object(), "{body}");
+    let request = json!({ "timeout": 10000, "one_time_keys": { alice.user(): { alice.id(): OTK_ALG } } });
+    let body = assert_ok(claim_raw(&alice.client, request).await);
+    let keys = body["one_time_keys"][alice.user()][alice.id()].as_object().map(|k| k.len());
+    assert_eq!(keys, Some(1), "{body}");
 }
 
 // ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub limits: Limits,
     pub well_known: WellKnown,
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -46,6 +47,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             limits: Limits::default(),
             well_known: WellKnown::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -146,6 +148,21 @@ impl Default for Limits {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PresenceConfig {
+    /// Off: no presence is tracked, stored or sent, and it costs nothing.
+    pub enabled: bool,
+    pub idle_timeout_secs: u64,
+    pub offline_timeout_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, idle_timeout_secs: 300, offline_timeout_secs: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct WellKnown {
@@ -182,6 +199,9 @@ impl Config {
         }
         if self.limits.max_request_body_bytes < 1024 {
             errors.push("limits.max_request_body_bytes: must be at least 1024".to_owned());
+        }
+        if self.presence.idle_timeout_secs == 0 || self.presence.offline_timeout_secs == 0 {
+            errors.push("presence: idle_timeout_secs and offline_timeout_secs must be greater than 0".to_owned());
         }
         if self.auth.access_token_lifetime_ms == 0 {
             errors.push("auth.access_token_lifetime_ms: must be greater than 0".to_owned());

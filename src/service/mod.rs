@@ -7,12 +7,14 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod notifier;
 pub mod password;
+pub mod presence;
 pub mod rate_limit;
 pub mod registration;
 pub mod room_versions;
 pub mod rooms;
 pub mod secrets;
 pub mod signing_key;
+pub mod stream;
 pub mod sync;
 pub mod uia;
 
@@ -37,6 +39,9 @@ pub struct Services {
     pub notifier: Arc<notifier::Notifier>,
     pub ephemeral: Arc<ephemeral::Ephemeral>,
     pub e2ee: Arc<e2ee::E2ee>,
+    pub presence: Arc<presence::Presence>,
+    /// Membership events each device was sent by lazy-loading syncs.
+    pub lazy_members: sync::LazyMembers,
 }
 
 use auth::Authenticator;
@@ -53,11 +58,14 @@ impl Services {
         let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone()).await?;
         let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone()).await?;
+        let presence = presence::Presence::new(&config, storage.clone(), notifier.clone()).await?;
         let e2ee = Arc::new(e2ee::E2ee::new(config.clone(), storage.clone(), notifier.clone()).await?);
         Ok(Self {
             rooms,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone(), e2ee.clone()),
             e2ee,
+            presence,
+            lazy_members: sync::LazyMembers::default(),
             registration: registration::Registration::new(config.clone(), storage.clone()),
             account_data,
             ephemeral,

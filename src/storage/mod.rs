@@ -7,6 +7,7 @@
 
 mod e2ee;
 mod postgres;
+mod presence;
 mod rooms;
 mod sql;
 mod sql_e2ee;
@@ -176,6 +177,7 @@ pub trait RegistrationTokenStore: Send + Sync {
 }
 
 pub use e2ee::*;
+pub use presence::*;
 pub use rooms::*;
 
 /// Tables of per-device rows, emptied when a device is deleted (`devices` last).
@@ -190,7 +192,14 @@ pub struct PoolStats {
 
 #[async_trait]
 pub trait Storage:
-    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore + E2eeStore
+    UserStore
+    + DeviceStore
+    + AccountDataStore
+    + RegistrationTokenStore
+    + RoomStore
+    + SearchStore
+    + E2eeStore
+    + PresenceStore
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;

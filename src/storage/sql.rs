@@ -437,6 +437,59 @@ macro_rules! impl_shared_sql {
                 .await?)
             }
         }
+
+        #[async_trait::async_trait]
+        impl $crate::storage::PresenceStore for $store {
+            async fn put_presence(&self, row: &$crate::storage::PresenceRow) -> $crate::storage::Result<()> {
+                sqlx::query(
+                    "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_id)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+                         last_active_ts = excluded.last_active_ts, stream_id = excluded.stream_id",
+                )
+                .bind(&row.user_id)
+                .bind(&row.state)
+                .bind(&row.status_msg)
+                .bind(row.last_active_ts)
+                .bind(row.stream_id)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_presence(
+                &self,
+                user_id: &str,
+            ) -> $crate::storage::Result<Option<$crate::storage::PresenceRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.read)
+                .await?)
+            }
+
+            async fn presence_since(
+                &self,
+                after: i64,
+                upto: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::PresenceRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
+                     WHERE stream_id > $1 AND stream_id <= $2 ORDER BY stream_id",
+                )
+                .bind(after)
+                .bind(upto)
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn max_presence_stream(&self) -> $crate::storage::Result<i64> {
+                let max: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(stream_id) FROM presence").fetch_one(&self.read).await?;
+                Ok(max.unwrap_or(0))
+            }
+        }
     };
 }
 

@@ -78,7 +78,10 @@ async fn changes(
     let delta = state
         .services
         .e2ee
-        .device_list_delta(&auth.requester.user_id, (from.device_lists, to.device_lists), (from.events, to.events))
+        // The stream keeps each user's latest change only: a change before `to`
+        // followed by a later one is found by looking past `to` (over-reporting
+        // is harmless; the spec calls `to` a hint).
+        .device_list_delta(&auth.requester.user_id, (from.device_lists, i64::MAX), (from.events, to.events))
         .await?;
     Ok(axum::Json(json!({ "changed": delta.changed, "left": delta.left })))
 }

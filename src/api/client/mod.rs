@@ -8,6 +8,7 @@ mod ephemeral;
 mod history;
 mod keys;
 mod meta;
+mod presence;
 mod profile;
 mod register;
 mod reports;
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .merge(sync::routes())
         .merge(ephemeral::routes())
         .merge(keys::routes())
+        .merge(presence::routes())
         .merge(to_device::routes())
         .merge(room_keys::routes())
 }

@@ -264,6 +264,8 @@ async fn send(
     } else {
         rooms.send(&room_id, &origin, EventDraft::message(&event_type, content)).await?
     };
+    // Sending is activity: it resets the idle timer.
+    state.services.presence.active(&auth.requester.user_id).await?;
     Ok(axum::Json(json!({ "event_id": event_id })))
 }
 

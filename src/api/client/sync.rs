@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::api::AppState;
 use crate::api::extract::{Auth, Query};
 use crate::error::{Error, Result};
+use crate::service::presence;
 use crate::service::sync::{self, SyncFilter, SyncRequest, SyncToken};
 
 pub fn routes() -> Router<AppState> {
@@ -33,11 +34,7 @@ async fn sync_handler(
     Query(query): Query<SyncQuery>,
 ) -> Result<axum::Json<Value>> {
     let services = &state.services;
-    if let Some(presence) = query.set_presence.as_deref()
-        && !matches!(presence, "online" | "offline" | "unavailable")
-    {
-        return Err(Error::invalid_param("set_presence must be online, offline or unavailable"));
-    }
+    let set_presence = query.set_presence.as_deref().map(presence::State::parse).transpose()?;
     let since = query.since.as_deref().map(SyncToken::parse).transpose()?;
     let filter = match query.filter.as_deref() {
         None => SyncFilter::default(),
@@ -57,6 +54,7 @@ async fn sync_handler(
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state,
         filter,
+        set_presence,
     };
     Ok(axum::Json(sync::sync(services, &auth.requester.user_id, request).await?))
 }

@@ -12,7 +12,6 @@ mod signatures;
 mod to_device;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 pub use backup::{BackupKeys, KeyBackup, KeyBackupData};
 pub use device_lists::DeviceListDelta;
@@ -22,36 +21,8 @@ pub use to_device::ToDeviceBatch;
 use crate::config::Config;
 use crate::error::Result;
 use crate::service::notifier::Notifier;
+use crate::service::stream::Stream;
 use crate::storage::Storage;
-
-/// A stream whose positions become visible only once their rows are stored:
-/// writers are serialised, so a reader never skips a change still being written.
-struct Stream {
-    position: AtomicI64,
-    write: tokio::sync::Mutex<()>,
-}
-
-impl Stream {
-    fn new(position: i64) -> Self {
-        Self { position: AtomicI64::new(position), write: tokio::sync::Mutex::new(()) }
-    }
-
-    fn position(&self) -> i64 {
-        self.position.load(Ordering::SeqCst)
-    }
-
-    /// Runs `write` with the next position; the position is published when it succeeds.
-    async fn append<T, F>(&self, write: impl FnOnce(i64) -> F) -> Result<T>
-    where
-        F: Future<Output = Result<T>>,
-    {
-        let _guard = self.write.lock().await;
-        let next = self.position() + 1;
-        let out = write(next).await?;
-        self.position.store(next, Ordering::SeqCst);
-        Ok(out)
-    }
-}
 
 pub struct E2ee {
     config: Arc<Config>,

@@ -14,6 +14,7 @@ pub struct EventFilter {
     pub not_senders: Vec<String>,
     pub contains_url: Option<bool>,
     pub lazy_load_members: bool,
+    pub include_redundant_members: bool,
     pub limit: Option<usize>,
 }
 
@@ -35,6 +36,10 @@ impl EventFilter {
             not_senders: strings("not_senders")?.unwrap_or_default(),
             contains_url: filter.get("contains_url").and_then(Value::as_bool),
             lazy_load_members: filter.get("lazy_load_members").and_then(Value::as_bool).unwrap_or(false),
+            include_redundant_members: filter
+                .get("include_redundant_members")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             limit: match filter.get("limit") {
                 None | Some(Value::Null) => None,
                 Some(limit) => {

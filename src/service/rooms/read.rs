@@ -217,6 +217,17 @@ impl Rooms {
     }
 
     /// GET /members: membership events, optionally filtered.
+    /// A `/messages` token (`t…`) or a `/sync` `next_batch` (`s…`), which the
+    /// spec allows too: it stands just after the room's last event it covers.
+    pub async fn pagination_token(&self, room_id: &str, text: &str) -> Result<Token> {
+        if !text.starts_with('s') {
+            return Token::parse(text);
+        }
+        let sync = crate::service::sync::SyncToken::parse(text)?;
+        let latest = self.storage.room_events_in_range(room_id, 0, sync.events, 1).await?;
+        Ok(latest.first().map(Token::after).unwrap_or(Token { depth: 0, stream: 0 }))
+    }
+
     pub async fn members_for_user(
         &self,
         room_id: &str,
@@ -228,7 +239,7 @@ impl Rooms {
         let mut state = self.readable_state(room_id, user_id).await?;
         if let Some(at) = at {
             // The membership as of the last event at or before the token.
-            let token = Token::parse(at)?;
+            let token = self.pagination_token(room_id, at).await?;
             let position = (token.depth, token.stream.saturating_add(1));
             let page = self.storage.room_events_page(room_id, position, Direction::Backward, 1).await?;
             if let Some(event) = page.first() {
@@ -296,7 +307,7 @@ impl Rooms {
         let filter = EventFilter::parse(request.filter.as_ref())?;
         let direction = if request.backward { Direction::Backward } else { Direction::Forward };
         let start = match &request.from {
-            Some(from) => Token::parse(from)?,
+            Some(from) => self.pagination_token(room_id, from).await?,
             // Just after the room's latest event, so that it is the first one returned.
             None if request.backward => {
                 let latest =
@@ -308,7 +319,10 @@ impl Rooms {
             }
             None => Token { depth: 0, stream: 0 },
         };
-        let to = request.to.as_deref().map(Token::parse).transpose()?;
+        let to = match request.to.as_deref() {
+            Some(to) => Some(self.pagination_token(room_id, to).await?),
+            None => None,
+        };
         // The query's limit, else the filter's.
         let limit = request.limit.or(filter.limit).unwrap_or(10).clamp(1, 1000);
 

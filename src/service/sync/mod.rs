@@ -2,14 +2,16 @@
 //! something arrives.
 
 mod filter;
+mod lazy_members;
 mod token;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 pub use filter::SyncFilter;
+pub use lazy_members::LazyMembers;
 pub use token::SyncToken;
 
 use crate::error::Result;
@@ -38,9 +40,15 @@ pub struct SyncRequest {
     pub timeout: Duration,
     pub full_state: bool,
     pub filter: SyncFilter,
+    /// `set_presence`: how this request marks the user (online when absent).
+    pub set_presence: Option<crate::service::presence::State>,
 }
 
 pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> Result<Value> {
+    let _presence = services.presence.syncing(user_id, request.set_presence).await?;
+    if request.since.is_none() {
+        services.lazy_members.reset(user_id, &request.device_id);
+    }
     let handle = services.notifier.handle(user_id);
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut since = request.since;
@@ -82,6 +90,7 @@ fn current_token(services: &Services) -> SyncToken {
         typing: services.ephemeral.typing_position(),
         to_device: services.e2ee.to_device_position(),
         device_lists: services.e2ee.device_list_position(),
+        presence: services.presence.position(),
     }
 }
 
@@ -162,6 +171,11 @@ async fn build(
         None => DeviceListDelta::default(),
     };
     let next_batch = SyncToken { to_device: to_device.position, ..now };
+    let presence = if filter.presence_allowed() {
+        services.presence.events_for(user_id, since.map_or(0, |s| s.presence), now.presence).await?
+    } else {
+        Vec::new()
+    };
 
     let empty = join.is_empty()
         && invite.is_empty()
@@ -169,7 +183,8 @@ async fn build(
         && knock.is_empty()
         && global.is_empty()
         && to_device.events.is_empty()
-        && device_lists.is_empty();
+        && device_lists.is_empty()
+        && presence.is_empty();
     let mut rooms = Map::new();
     for (key, map) in [("join", join), ("invite", invite), ("leave", leave), ("knock", knock)] {
         if !map.is_empty() {
@@ -181,6 +196,9 @@ async fn build(
         "device_one_time_keys_count": e2ee.one_time_key_counts(user_id, &request.device_id).await?,
         "device_unused_fallback_key_types": e2ee.unused_fallback_key_types(user_id, &request.device_id).await?,
     });
+    if !presence.is_empty() {
+        response["presence"] = json!({ "events": presence });
+    }
     if !to_device.events.is_empty() {
         response["to_device"] = json!({ "events": to_device.events });
     }
@@ -316,10 +334,17 @@ async fn joined_room(
     }
     let mut state_events: Vec<StoredEvent> = latest.into_values().collect();
     if filter.lazy_load_members {
-        let senders: Vec<&str> = timeline.iter().map(|e| e.sender.as_str()).chain(std::iter::once(user_id)).collect();
-        state_events.retain(|e| {
-            e.event_type != "m.room.member" || e.state_key.as_deref().is_some_and(|k| senders.contains(&k))
-        });
+        lazy_load_members(
+            services,
+            user_id,
+            room_id,
+            since.filter(|_| !full),
+            now,
+            request,
+            &timeline,
+            &mut state_events,
+        )
+        .await?;
     }
     state_events.retain(|e| filter.state_allows(e));
     state_events.sort_by_key(|e| e.stream_ordering);
@@ -328,11 +353,11 @@ async fn joined_room(
     rooms.add_transaction_ids(&mut timeline_events, user_id, &request.device_id).await?;
     let mut room = json!({
         "timeline": {
-            "events": timeline_events,
+            "events": filter.shape_events(timeline_events, &timeline),
             "limited": limited,
             "prev_batch": prev_batch.to_string(),
         },
-        "state": { "events": rooms.format_events(&state_events).await? },
+        "state": { "events": filter.shape_events(rooms.format_events(&state_events).await?, &state_events) },
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": account_data.iter().map(account_data_event).collect::<Vec<_>>() },
     });
@@ -341,6 +366,56 @@ async fn joined_room(
         room["summary"] = summary(services, room_id, user_id).await?;
     }
     Ok(Some(room))
+}
+
+/// Lazy-loaded members: the membership events of the timeline's senders (and the
+/// user's own), each sent to a device once unless `include_redundant_members`.
+#[allow(clippy::too_many_arguments)]
+async fn lazy_load_members(
+    services: &Services,
+    user_id: &str,
+    room_id: &str,
+    since: Option<SyncToken>,
+    now: SyncToken,
+    request: &SyncRequest,
+    timeline: &[StoredEvent],
+    state_events: &mut Vec<StoredEvent>,
+) -> Result<()> {
+    let mut wanted: BTreeSet<&str> = timeline.iter().map(|e| e.sender.as_str()).collect();
+    wanted.insert(user_id);
+    state_events
+        .retain(|e| e.event_type != "m.room.member" || e.state_key.as_deref().is_some_and(|k| wanted.contains(k)));
+    let present: HashSet<String> =
+        state_events.iter().filter(|e| e.event_type == "m.room.member").filter_map(|e| e.state_key.clone()).collect();
+    let mut missing = Vec::new();
+    for member in wanted.iter().filter(|m| !present.contains(**m)) {
+        if let Some(id) = services.storage.current_state_event_id(room_id, "m.room.member", member).await? {
+            missing.push(id);
+        }
+    }
+    state_events.extend(services.storage.get_events(&missing).await?);
+    let lazy = &services.lazy_members;
+    let device = &request.device_id;
+    if let Some(since) = since.filter(|_| !request.filter.include_redundant_members) {
+        state_events.retain(|e| {
+            e.event_type != "m.room.member"
+                || !lazy.known(
+                    user_id,
+                    device,
+                    since.events,
+                    room_id,
+                    e.state_key.as_deref().unwrap_or(""),
+                    &e.event_id,
+                )
+        });
+    }
+    let sent: Vec<(String, String)> = state_events
+        .iter()
+        .filter(|e| e.event_type == "m.room.member")
+        .map(|e| (e.state_key.clone().unwrap_or_default(), e.event_id.clone()))
+        .collect();
+    lazy.record(user_id, device, now.events, room_id, &sent);
+    Ok(())
 }
 
 /// The position just after a room's latest event at or before `upto`.
@@ -422,7 +497,7 @@ async fn left_room(
     let prev_batch = events.first().map(Token::of).unwrap_or(Token { depth: 0, stream: 0 });
     Ok(json!({
         "timeline": {
-            "events": services.rooms.format_timeline(&timeline, user_id).await?,
+            "events": request.filter.shape_events(services.rooms.format_timeline(&timeline, user_id).await?, &timeline),
             "limited": limited,
             "prev_batch": prev_batch.to_string(),
         },

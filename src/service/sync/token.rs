@@ -12,6 +12,7 @@ pub struct SyncToken {
     pub typing: i64,
     pub to_device: i64,
     pub device_lists: i64,
+    pub presence: i64,
 }
 
 impl SyncToken {
@@ -25,15 +26,16 @@ impl SyncToken {
         let typing = parts.next().transpose()?.unwrap_or(0);
         let to_device = parts.next().transpose()?.unwrap_or(0);
         let device_lists = parts.next().transpose()?.unwrap_or(0);
-        let token = Self { events, account_data, receipts, typing, to_device, device_lists };
+        let presence = parts.next().transpose()?.unwrap_or(0);
+        let token = Self { events, account_data, receipts, typing, to_device, device_lists, presence };
         if token.positions().iter().any(|p| *p < 0) || parts.next().is_some() {
             return Err(invalid());
         }
         Ok(token)
     }
 
-    fn positions(&self) -> [i64; 6] {
-        [self.events, self.account_data, self.receipts, self.typing, self.to_device, self.device_lists]
+    fn positions(&self) -> [i64; 7] {
+        [self.events, self.account_data, self.receipts, self.typing, self.to_device, self.device_lists, self.presence]
     }
 
     /// Whether anything is newer in `other`.
@@ -51,6 +53,7 @@ impl SyncToken {
             typing: self.typing.max(other.typing),
             to_device: self.to_device.max(other.to_device),
             device_lists: self.device_lists.max(other.device_lists),
+            presence: self.presence.max(other.presence),
         }
     }
 }
@@ -72,10 +75,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        let token = SyncToken { events: 42, account_data: 7, receipts: 3, typing: 9, to_device: 4, device_lists: 2 };
+        let token = SyncToken {
+            events: 42,
+            account_data: 7,
+            receipts: 3,
+            typing: 9,
+            to_device: 4,
+            device_lists: 2,
+            presence: 5,
+        };
         assert_eq!(SyncToken::parse(&token.to_string()).unwrap(), token);
         assert_eq!(SyncToken::parse("s5").unwrap(), SyncToken { events: 5, ..SyncToken::default() });
-        for bad in ["", "s", "x1_2", "s1_x", "s-1_0", "t1_2", "s1__2", "s1_2_3_4_5_6_7", "s1_2_3_4_5_-6"] {
+        for bad in ["", "s", "x1_2", "s1_x", "s-1_0", "t1_2", "s1__2", "s1_2_3_4_5_6_7_8", "s1_2_3_4_5_-6"] {
             assert_eq!(SyncToken::parse(bad).unwrap_err().errcode, "M_INVALID_PARAM", "{bad}");
         }
         assert!(SyncToken { events: 1, ..SyncToken::default() }.is_behind(&token));
