@@ -157,9 +157,16 @@ async fn idle_users_become_unavailable_and_absent_users_offline() {
         }
     };
     // While a client of hers holds a long-poll, idling makes Alice unavailable, not offline...
+    // (A presence change wakes her own long-poll too, so the client polls again, as clients do.)
     let poll = {
         let alice = alice.clone();
-        tokio::spawn(async move { sync(&alice, "timeout=8000&set_presence=offline").await })
+        tokio::spawn(async move {
+            let mut token = next_batch(&sync(&alice, "timeout=0&set_presence=offline").await);
+            loop {
+                let query = format!("since={}&timeout=1000&set_presence=offline", enc(&token));
+                token = next_batch(&sync(&alice, &query).await);
+            }
+        })
     };
     let idle = wait_for("unavailable").await;
     assert_eq!(idle["currently_active"], false, "{idle}");
@@ -168,7 +175,8 @@ async fn idle_users_become_unavailable_and_absent_users_offline() {
     alice.send_text(&room, "back").await;
     assert_eq!(assert_ok(bob.get(&path).await)["presence"], "online");
     // ...and once no client syncs any more, she goes offline.
-    poll.await.expect("long-poll task");
+    poll.abort();
+    let _ = poll.await;
     wait_for("offline").await;
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use complement_tests::load::dbsize::DbSize;
+use complement_tests::load::phased::{self, PhasedOpts};
 use complement_tests::load::report::DbStats;
 use complement_tests::load::runner::{self, Limits};
 use complement_tests::load::{self, Ctx, SETUP_PARALLELISM, ScenarioOpts};
@@ -51,9 +52,10 @@ struct Args {
     /// before and after the measured phase.
     #[arg(long, value_name = "URL")]
     pg_url: Option<String>,
-    /// `send`: number of rooms; worker i sends into room i % ROOMS.
-    #[arg(long, default_value_t = 10)]
-    rooms: usize,
+    /// `send`: number of rooms; worker i sends into room i % ROOMS [default:
+    /// 10]. `initial-sync`: rooms the user is in [default: 50].
+    #[arg(long)]
+    rooms: Option<usize>,
     /// `messages`: messages the setup sends into the room.
     #[arg(long, default_value_t = 10_000)]
     events: usize,
@@ -67,16 +69,109 @@ struct Args {
     /// measured phase [default: --requests, else 1000].
     #[arg(long)]
     joiners: Option<u64>,
+    /// `sync-latency`, `fanout`: long-polling receivers in the room [default:
+    /// 100, fanout 1000].
+    #[arg(long)]
+    receivers: Option<usize>,
+    /// `sync-latency`: messages sent one at a time [default: 200]; `fanout`:
+    /// rounds of one message [default: 10].
+    #[arg(long)]
+    messages: Option<usize>,
+    /// `sync-latency`, `fanout`: pause once every receiver polls again, before
+    /// the next message [default: 5ms, fanout 50ms].
+    #[arg(long, value_parser = parse_duration)]
+    gap: Option<Duration>,
+    /// `idle-longpolls`: concurrent idle long-polls [default: 10000].
+    #[arg(long)]
+    polls: Option<usize>,
+    /// `idle-longpolls`: distinct users holding them [default: one per poll].
+    #[arg(long)]
+    users: Option<usize>,
+    /// `idle-longpolls`: how long the polls are held idle [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    idle: Option<Duration>,
+    /// `initial-sync`: messages in each room [default: 20].
+    #[arg(long)]
+    room_messages: Option<usize>,
+    /// `keys`: devices in one /keys/claim [default: 100].
+    #[arg(long)]
+    claim_devices: Option<usize>,
+    /// `keys`: users in one /keys/query [default: 1000].
+    #[arg(long)]
+    query_users: Option<usize>,
     /// The scenario to run.
     scenario: String,
 }
 
 fn scenarios_help() -> String {
-    let mut s = String::from("Scenarios:\n");
+    let mut s = String::from("Scenarios (N workers repeat one request for --duration or --requests):\n");
     for def in load::SCENARIOS {
-        s.push_str(&format!("  {:<12} {}\n", def.name, def.about));
+        s.push_str(&format!("  {:<14} {}\n", def.name, def.about));
+    }
+    s.push_str("Phased scenarios (a bounded workload; --concurrency and --duration do not apply):\n");
+    for def in phased::PHASED_SCENARIOS {
+        s.push_str(&format!("  {:<14} {}\n", def.name, def.about));
     }
     s
+}
+
+/// Raises this process's soft limit on open files to its hard limit (the
+/// long-poll scenarios hold thousands of connections); returns the new limit.
+fn raise_nofile_limit() -> Option<u64> {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return None;
+            }
+        }
+        Some(limit.rlim_cur as u64)
+    }
+}
+
+/// Runs a phased scenario; prints its report and writes it as JSON.
+async fn run_phased(def: &phased::PhasedDef, args: &Args, ctx: &Ctx) -> ExitCode {
+    let opts = PhasedOpts {
+        receivers: args.receivers,
+        messages: args.messages,
+        gap: args.gap,
+        polls: args.polls,
+        users: args.users,
+        idle: args.idle,
+        rooms: args.rooms,
+        room_messages: args.room_messages,
+        requests: args.requests,
+        claim_devices: args.claim_devices,
+        query_users: args.query_users,
+        server_pid: args.server_pid,
+    };
+    if let Some(limit) = raise_nofile_limit() {
+        eprintln!("open files limit: {limit}");
+    }
+    eprintln!("running scenario {} ...", def.name);
+    let start = std::time::Instant::now();
+    let report = match (def.run)(ctx, &opts).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("{} failed: {e}", def.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("{} took {:.1} s in all", def.name, start.elapsed().as_secs_f64());
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("report serialises");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -97,16 +192,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let Some(def) = load::find(&args.scenario) else {
+    let phased_def = phased::find(&args.scenario);
+    let def = load::find(&args.scenario);
+    if def.is_none() && phased_def.is_none() {
         eprintln!("unknown scenario {:?}\n{}", args.scenario, scenarios_help());
         return ExitCode::from(2);
-    };
+    }
     if args.concurrency == 0 {
         eprintln!("--concurrency must be at least 1");
         return ExitCode::from(2);
     }
+    // Phased scenarios hold one connection per long-poll: keep them all alive.
+    let pool = if phased_def.is_some() { usize::MAX } else { args.concurrency.max(SETUP_PARALLELISM) };
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency.max(SETUP_PARALLELISM))
+        .pool_max_idle_per_host(pool)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()
@@ -119,7 +218,7 @@ async fn main() -> ExitCode {
         shared_secret: args.shared_secret.clone(),
         run_id: format!("load{:x}", nanos % 0xffff_ffff),
         opts: ScenarioOpts {
-            rooms: args.rooms,
+            rooms: args.rooms.unwrap_or(10),
             events: args.events,
             page: args.page,
             members: args.members,
@@ -127,6 +226,10 @@ async fn main() -> ExitCode {
             requests: args.requests,
         },
     });
+    let Some(def) = def else {
+        let phased_def = phased_def.expect("checked above");
+        return run_phased(phased_def, &args, &ctx).await;
+    };
     let db_size = match (&args.pg_url, args.db_size_path.is_empty()) {
         (Some(url), _) => Some(DbSize::Postgres(url.clone())),
         (None, false) => Some(DbSize::Paths(args.db_size_path.clone())),

@@ -4,17 +4,27 @@
 //! (registering users, ...) and returns a [`Scenario`] whose
 //! [`Scenario::request`] performs one measured operation. To add a scenario,
 //! write a module next to `whoami.rs` and add it to [`SCENARIOS`].
+//!
+//! Scenarios whose workload is not "N workers repeat one request" (delivery
+//! through long-polls, idle long-polls, initial sync, E2EE keys) run their own
+//! measured phases instead: see [`phased`] and its `PHASED_SCENARIOS`.
 
 pub mod create_room;
 pub mod dbsize;
+pub mod delivery;
+pub mod idle_polls;
+pub mod initial_sync;
 pub mod join;
+pub mod keys;
 pub mod login;
 pub mod messages;
+pub mod phased;
 pub mod register;
 pub mod report;
 pub mod rooms;
 pub mod runner;
 pub mod send;
+pub mod sync_api;
 pub mod whoami;
 
 use std::future::Future;

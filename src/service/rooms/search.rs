@@ -66,12 +66,14 @@ impl Rooms {
             self.storage.search_events(&rooms, &criteria.search_term, &keys, recent, skip, limit).await?;
 
         let mut checks: HashMap<String, VisibilityCheck<'_>> = HashMap::new();
+        let ignored = std::sync::Arc::new(super::visibility::ignored_users(self, user_id).await?);
         let mut results = Vec::new();
         let mut result_rooms = Vec::new();
         for hit in hits.iter() {
             let room_id = hit.event.room_id.clone();
             if !checks.contains_key(&room_id) {
-                checks.insert(room_id.clone(), VisibilityCheck::new(self, &room_id, user_id).await?);
+                let check = VisibilityCheck::with_ignored(self, &room_id, user_id, ignored.clone()).await?;
+                checks.insert(room_id.clone(), check);
             }
             let check = checks.get_mut(&room_id).expect("inserted above");
             if !check.can_see(&hit.event).await? {

@@ -1,6 +1,7 @@
 //! History visibility: who may see which event (spec: "History visibility").
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -16,19 +17,34 @@ pub struct VisibilityCheck<'a> {
     current: Option<String>,
     by_group: HashMap<i64, bool>,
     /// Users in the viewer's `m.ignored_user_list`: their messages are hidden.
-    ignored: HashSet<String>,
+    ignored: Arc<HashSet<String>>,
+}
+
+/// The users in the viewer's `m.ignored_user_list` account data.
+pub async fn ignored_users(rooms: &Rooms, user_id: &str) -> Result<HashSet<String>> {
+    Ok(match rooms.storage.get_account_data(user_id, "", "m.ignored_user_list").await? {
+        Some(text) => serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("ignored_users").and_then(Value::as_object).map(|o| o.keys().cloned().collect()))
+            .unwrap_or_default(),
+        None => HashSet::new(),
+    })
 }
 
 impl<'a> VisibilityCheck<'a> {
     pub async fn new(rooms: &'a Rooms, room_id: &str, user_id: &'a str) -> Result<Self> {
+        let ignored = Arc::new(ignored_users(rooms, user_id).await?);
+        Self::with_ignored(rooms, room_id, user_id, ignored).await
+    }
+
+    /// For a request over many rooms: the viewer's ignored users read once.
+    pub async fn with_ignored(
+        rooms: &'a Rooms,
+        room_id: &str,
+        user_id: &'a str,
+        ignored: Arc<HashSet<String>>,
+    ) -> Result<Self> {
         let current = rooms.membership(room_id, user_id).await?;
-        let ignored = match rooms.storage.get_account_data(user_id, "", "m.ignored_user_list").await? {
-            Some(text) => serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("ignored_users").and_then(Value::as_object).map(|o| o.keys().cloned().collect()))
-                .unwrap_or_default(),
-            None => HashSet::new(),
-        };
         Ok(Self { rooms, user_id, current, by_group: HashMap::new(), ignored })
     }
 

@@ -6,6 +6,7 @@ mod lazy_members;
 mod token;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -17,6 +18,7 @@ pub use token::SyncToken;
 use crate::error::Result;
 use crate::service::Services;
 use crate::service::e2ee::DeviceListDelta;
+use crate::service::rooms::visibility::ignored_users;
 use crate::service::rooms::{Token, VisibilityCheck};
 use crate::storage::{AccountDataRow, Direction, StoredEvent, UserMembership};
 
@@ -112,6 +114,8 @@ async fn build(
         }
     }
 
+    // Read once for every room of this response.
+    let ignored = Arc::new(ignored_users(&services.rooms, user_id).await?);
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
@@ -125,7 +129,8 @@ async fn build(
         match membership.membership.as_str() {
             "join" => {
                 if let Some(room) =
-                    joined_room(services, user_id, &membership, since, now, request, room_account_data).await?
+                    joined_room(services, user_id, &membership, since, now, request, room_account_data, &ignored)
+                        .await?
                 {
                     join.insert(membership.room_id.clone(), room);
                 }
@@ -148,7 +153,7 @@ async fn build(
             {
                 leave.insert(
                     membership.room_id.clone(),
-                    left_room(services, user_id, &membership, since, request).await?,
+                    left_room(services, user_id, &membership, since, request, &ignored).await?,
                 );
             }
             _ => {}
@@ -220,6 +225,7 @@ fn account_data_event(row: &AccountDataRow) -> Value {
 }
 
 /// One joined room's section, or `None` when nothing changed in it.
+#[allow(clippy::too_many_arguments)]
 async fn joined_room(
     services: &Services,
     user_id: &str,
@@ -228,6 +234,7 @@ async fn joined_room(
     now: SyncToken,
     request: &SyncRequest,
     account_data: Vec<AccountDataRow>,
+    ignored: &Arc<HashSet<String>>,
 ) -> Result<Option<Value>> {
     let rooms = &services.rooms;
     let storage = &services.storage;
@@ -254,7 +261,7 @@ async fn joined_room(
             cursor = event.stream_ordering - 1;
             oldest_examined = Some(event.clone());
             if check.is_none() {
-                check = Some(VisibilityCheck::new(rooms, room_id, user_id).await?);
+                check = Some(VisibilityCheck::with_ignored(rooms, room_id, user_id, ignored.clone()).await?);
             }
             let visible = check.as_mut().expect("built above").can_see(&event).await?;
             if visible && filter.timeline_allows(&event)? {
@@ -476,6 +483,7 @@ async fn left_room(
     membership: &UserMembership,
     since: Option<SyncToken>,
     request: &SyncRequest,
+    ignored: &Arc<HashSet<String>>,
 ) -> Result<Value> {
     let limit = request.filter.timeline_limit();
     let after = since.map(|s| s.events).unwrap_or(0);
@@ -486,7 +494,8 @@ async fn left_room(
     let limited = events.len() > limit;
     events.truncate(limit);
     events.reverse();
-    let mut check = VisibilityCheck::new(&services.rooms, &membership.room_id, user_id).await?;
+    let mut check =
+        VisibilityCheck::with_ignored(&services.rooms, &membership.room_id, user_id, ignored.clone()).await?;
     let mut timeline = Vec::new();
     for event in &events {
         // The leave event itself is always shown: it tells the client why it is out.
