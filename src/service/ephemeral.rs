@@ -34,6 +34,8 @@ pub struct Ephemeral {
     receipt_stream: AtomicI64,
     /// Receipt writes are serialised so a position is visible only once stored.
     receipt_write: tokio::sync::Mutex<()>,
+    /// Each room's latest receipt position (lets /sync skip quiet rooms).
+    pub receipt_activity: crate::service::activity::RoomActivity,
 }
 
 impl Ephemeral {
@@ -46,6 +48,7 @@ impl Ephemeral {
             typing_stream: AtomicI64::new(now_ms()),
             receipt_stream: AtomicI64::new(receipts),
             receipt_write: tokio::sync::Mutex::new(()),
+            receipt_activity: Default::default(),
         }))
     }
 
@@ -140,6 +143,7 @@ impl Ephemeral {
                 stream_id: position,
             })
             .await?;
+        self.receipt_activity.record(room_id, position);
         self.receipt_stream.store(position, Ordering::SeqCst);
         drop(guard);
         if receipt_type == "m.read.private" {

@@ -2,6 +2,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod activity;
 pub mod auth;
 pub mod e2ee;
 pub mod ephemeral;

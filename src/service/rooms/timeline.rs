@@ -85,6 +85,8 @@ pub struct Timeline {
     ids: super::ids::IdAllocator,
     events: moka::future::Cache<String, Arc<Pdu>>,
     notifier: Arc<Notifier>,
+    /// Each room's latest event position (lets /sync skip quiet rooms).
+    pub activity: crate::service::activity::RoomActivity,
 }
 
 impl Timeline {
@@ -105,6 +107,7 @@ impl Timeline {
             ids,
             events: moka::future::Cache::builder().max_capacity(50_000).build(),
             notifier,
+            activity: Default::default(),
         })
     }
 
@@ -488,6 +491,8 @@ impl Timeline {
             });
         }
         let stream_id = stream.id();
+        // Before the watermark moves: a sync that sees this position must see the room active.
+        self.activity.record(&stored.room_id, stream_id);
         stream.finish();
 
         self.events.insert(event_id.to_string(), Arc::new(pdu)).await;

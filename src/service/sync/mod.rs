@@ -244,6 +244,14 @@ async fn joined_room(
     let full = newly_joined || request.full_state;
     let after = if newly_joined { 0 } else { since.map(|s| s.events).unwrap_or(0) };
     let limit = filter.timeline_limit();
+    // Most rooms of an incremental sync are quiet: skip them without a query.
+    if let Some(s) = since
+        && !full
+        && account_data.is_empty()
+        && !room_active_since(services, room_id, s).await?
+    {
+        return Ok(None);
+    }
 
     // Read back from `now` until `limit` events pass visibility and the filter:
     // the limit counts returned events, not examined ones.
@@ -423,6 +431,33 @@ async fn lazy_load_members(
         .collect();
     lazy.record(user_id, device, now.events, room_id, &sent);
     Ok(())
+}
+
+/// Whether a room had events, receipts or typing changes after the token.
+async fn room_active_since(services: &Services, room_id: &str, since: SyncToken) -> Result<bool> {
+    let timeline = &services.rooms.timeline.activity;
+    let latest_event = match timeline.get(room_id) {
+        Some(position) => position,
+        None => {
+            let latest = services.storage.room_events_in_range(room_id, 0, i64::MAX, 1).await?;
+            timeline.learn(room_id, latest.first().map_or(0, |e| e.stream_ordering))
+        }
+    };
+    if latest_event > since.events {
+        return Ok(true);
+    }
+    let receipts = &services.ephemeral.receipt_activity;
+    let latest_receipt = match receipts.get(room_id) {
+        Some(position) => position,
+        None => {
+            let rows = services.storage.receipts_since(room_id, 0, i64::MAX).await?;
+            receipts.learn(room_id, rows.iter().map(|r| r.stream_id).max().unwrap_or(0))
+        }
+    };
+    if latest_receipt > since.receipts {
+        return Ok(true);
+    }
+    Ok(services.ephemeral.typing_event(room_id, since.typing, i64::MAX).is_some())
 }
 
 /// The position just after a room's latest event at or before `upto`.
