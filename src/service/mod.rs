@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod ephemeral;
+pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod rate_limit;
@@ -35,6 +36,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub notifier: Arc<notifier::Notifier>,
     pub ephemeral: Arc<ephemeral::Ephemeral>,
+    pub media: media::MediaService,
 }
 
 use auth::Authenticator;
@@ -51,7 +53,9 @@ impl Services {
         let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone()).await?;
         let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone()).await?;
+        let media = media::MediaService::new(config.clone(), storage.clone())?;
         Ok(Self {
+            media,
             rooms,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone()),
             registration: registration::Registration::new(config.clone(), storage.clone()),

@@ -5,9 +5,11 @@
 //! `migrations/<engine>/`) live in `sqlite.rs` and `postgres.rs`. Nothing here
 //! knows Matrix error codes.
 
+mod media;
 mod postgres;
 mod rooms;
 mod sql;
+mod sql_media;
 mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
@@ -173,6 +175,7 @@ pub trait RegistrationTokenStore: Send + Sync {
     async fn use_registration_token(&self, token_hash: &str, now: i64) -> Result<Option<bool>>;
 }
 
+pub use media::*;
 pub use rooms::*;
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -183,7 +186,7 @@ pub struct PoolStats {
 
 #[async_trait]
 pub trait Storage:
-    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore
+    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore + MediaStore
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
