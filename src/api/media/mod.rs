@@ -61,7 +61,7 @@ async fn upload(
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response> {
+) -> Response {
     let uri = state
         .services
         .media
@@ -72,8 +72,21 @@ async fn upload(
             body.into_data_stream(),
             content_length(&headers),
         )
-        .await?;
-    Ok(axum::Json(json!({ "content_uri": uri })).into_response())
+        .await;
+    upload_response(uri.map(|uri| json!({ "content_uri": uri })))
+}
+
+/// An upload refused before its body was read leaves the connection unusable:
+/// say so, so that the client does not send its next request on it.
+fn upload_response(result: Result<serde_json::Value>) -> Response {
+    match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => {
+            let mut response = error.into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 async fn create(State(state): State<AppState>, auth: Auth) -> Result<Response> {
@@ -88,8 +101,8 @@ async fn upload_pending(
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response> {
-    state
+) -> Response {
+    let result = state
         .services
         .media
         .upload_pending(
@@ -101,8 +114,8 @@ async fn upload_pending(
             body.into_data_stream(),
             content_length(&headers),
         )
-        .await?;
-    Ok(axum::Json(json!({})).into_response())
+        .await;
+    upload_response(result.map(|()| json!({})))
 }
 
 async fn config(State(state): State<AppState>, _auth: Auth) -> Response {
