@@ -67,6 +67,12 @@ struct Args {
     /// measured phase [default: --requests, else 1000].
     #[arg(long)]
     joiners: Option<u64>,
+    /// `media-large`, `media-upload`: file size in MB [default: 100, 500].
+    #[arg(long)]
+    file_mb: Option<u64>,
+    /// `media-thumbnail`: 12-megapixel JPEGs to upload and thumbnail once each.
+    #[arg(long, default_value_t = 5)]
+    images: usize,
     /// The scenario to run.
     scenario: String,
 }
@@ -125,7 +131,10 @@ async fn main() -> ExitCode {
             members: args.members,
             joiners: args.joiners,
             requests: args.requests,
+            file_mb: args.file_mb,
+            images: args.images.max(1),
         },
+        server_pid: args.server_pid,
     });
     let db_size = match (&args.pg_url, args.db_size_path.is_empty()) {
         (Some(url), _) => Some(DbSize::Postgres(url.clone())),
