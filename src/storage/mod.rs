@@ -14,6 +14,8 @@ mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_media;
 
 use std::sync::Arc;
 
