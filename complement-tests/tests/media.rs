@@ -47,7 +47,10 @@ async fn upload_and_download_round_trip_with_safe_headers() {
     let uri = upload(&alice, b"hello".to_vec(), "text/plain", Some("a.txt")).await;
     let raw = get(&alice, &format!("{}/na%C3%AFve%20%22x%22.txt", download_path(&uri)), &[]).await;
     assert_eq!(raw.body, b"hello");
-    assert_eq!(raw.header("content-disposition"), "inline; filename=\"na_ve _x_.txt\"; filename*=utf-8''na%C3%AFve%20%22x%22.txt");
+    assert_eq!(
+        raw.header("content-disposition"),
+        "inline; filename=\"na_ve _x_.txt\"; filename*=utf-8''na%C3%AFve%20%22x%22.txt"
+    );
 
     // Only types that cannot run script are inline; HTML and SVG are attachments.
     for (content_type, disposition) in [
@@ -116,7 +119,9 @@ async fn legacy_paths_serve_media_from_before_the_switch_over() {
     assert_eq!(raw.status, 200);
     raw.assert_secure();
     assert_eq!(raw.header("content-disposition"), "inline; filename=\"pic.png\"; filename*=utf-8''pic.png");
-    let raw = get(&anonymous, &format!("/_matrix/media/v3/thumbnail/{}?width=32&height=32&method=crop", mxc_path(&uri)), &[]).await;
+    let raw =
+        get(&anonymous, &format!("/_matrix/media/v3/thumbnail/{}?width=32&height=32&method=crop", mxc_path(&uri)), &[])
+            .await;
     assert_eq!(raw.status, 200);
     assert_eq!(dimensions(&raw.body).1, 32);
 }
@@ -130,8 +135,13 @@ async fn range_requests() {
         let bytes = noise(len, len as u64);
         let uri = upload(&alice, bytes.clone(), "audio/ogg", None).await;
         let path = download_path(&uri);
-        let cases: [(&str, usize, usize); 5] =
-            [("bytes=0-99", 0, 99), ("bytes=500-", 500, len - 1), ("bytes=-100", len - 100, len - 1), ("bytes=10-10", 10, 10), ("bytes=900-99999999", 900, len - 1)];
+        let cases: [(&str, usize, usize); 5] = [
+            ("bytes=0-99", 0, 99),
+            ("bytes=500-", 500, len - 1),
+            ("bytes=-100", len - 100, len - 1),
+            ("bytes=10-10", 10, 10),
+            ("bytes=900-99999999", 900, len - 1),
+        ];
         for (range, start, end) in cases {
             let raw = get(&alice, &path, &[("range", range)]).await;
             assert_eq!(raw.status, 206, "{range}");
@@ -140,7 +150,8 @@ async fn range_requests() {
             assert_eq!(raw.header("content-length"), (end - start + 1).to_string());
             assert!(raw.body == bytes[start..=end], "{range} of {len}: wrong bytes");
         }
-        for unsatisfiable in [format!("bytes={len}-"), format!("bytes={}-{}", len + 5, len + 10), "bytes=-0".to_owned()] {
+        for unsatisfiable in [format!("bytes={len}-"), format!("bytes={}-{}", len + 5, len + 10), "bytes=-0".to_owned()]
+        {
             let raw = get(&alice, &path, &[("range", &unsatisfiable)]).await;
             assert_eq!(raw.status, 416, "{unsatisfiable}");
             raw.assert_secure();
@@ -188,7 +199,8 @@ async fn asynchronous_upload_flow_and_errors() {
         tokio::spawn(async move { get(&bob, &path, &[]).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let body = assert_ok(alice.send_raw(Method::PUT, &format!("{put_path}?filename=late.txt"), "text/plain", "finally").await);
+    let body =
+        assert_ok(alice.send_raw(Method::PUT, &format!("{put_path}?filename=late.txt"), "text/plain", "finally").await);
     assert_eq!(body, json!({}));
     let raw = waiter.await.unwrap();
     assert_eq!((raw.status, raw.body.as_slice()), (200, b"finally".as_slice()));
@@ -197,7 +209,11 @@ async fn asynchronous_upload_flow_and_errors() {
     // Once uploaded, it cannot be overwritten.
     assert_err(&alice.send_raw(Method::PUT, &put_path, "text/plain", "again").await, 409, "M_CANNOT_OVERWRITE_MEDIA");
     // Ids that were never created, or of other servers, are 404.
-    assert_err(&alice.send_raw(Method::PUT, "/_matrix/media/v3/upload/localhost/nosuchid", "text/plain", "x").await, 404, "M_NOT_FOUND");
+    assert_err(
+        &alice.send_raw(Method::PUT, "/_matrix/media/v3/upload/localhost/nosuchid", "text/plain", "x").await,
+        404,
+        "M_NOT_FOUND",
+    );
     let other = put_path.replace("/localhost/", "/other.example/");
     assert_err(&alice.send_raw(Method::PUT, &other, "text/plain", "x").await, 404, "M_NOT_FOUND");
 }
@@ -236,7 +252,8 @@ async fn upload_size_limit_and_quota() {
     let body = assert_ok(alice.get("/_matrix/client/v1/media/config").await);
     assert_eq!(body["m.upload.size"], 100000);
 
-    let resp = alice.send_raw(Method::POST, "/_matrix/media/v3/upload", "application/octet-stream", noise(100_001, 1)).await;
+    let resp =
+        alice.send_raw(Method::POST, "/_matrix/media/v3/upload", "application/octet-stream", noise(100_001, 1)).await;
     assert_err(&resp, 413, "M_TOO_LARGE");
     // Without a Content-Length (a chunked stream), the limit holds too.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..30).map(|i| Ok(noise(10_000, i))).collect();
@@ -253,7 +270,8 @@ async fn upload_size_limit_and_quota() {
     // Exactly at the limit is fine; the quota stops the third.
     upload(&alice, noise(100_000, 2), "application/octet-stream", None).await;
     upload(&alice, noise(100_000, 3), "application/octet-stream", None).await;
-    let resp = alice.send_raw(Method::POST, "/_matrix/media/v3/upload", "application/octet-stream", noise(100_000, 4)).await;
+    let resp =
+        alice.send_raw(Method::POST, "/_matrix/media/v3/upload", "application/octet-stream", noise(100_000, 4)).await;
     assert_err(&resp, 403, "M_FORBIDDEN");
     let bob = server.register("bob", "password-bob").await;
     upload(&bob, noise(100_000, 4), "application/octet-stream", None).await;

@@ -76,7 +76,8 @@ async fn previews_are_off_by_default() {
     let alice = server.register("alice", "password-alice").await;
     assert_err(&preview(&alice, &format!("{base}/page")).await, 403, "M_FORBIDDEN");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
-    let raw = get(&alice.with_token(None), "/_matrix/client/v1/media/preview_url?url=http%3A%2F%2Fexample.org", &[]).await;
+    let raw =
+        get(&alice.with_token(None), "/_matrix/client/v1/media/preview_url?url=http%3A%2F%2Fexample.org", &[]).await;
     raw.assert_error(401, "M_MISSING_TOKEN").assert_secure();
 }
 

@@ -16,7 +16,11 @@ async fn thumb(client: &Client, uri: &str, query: &str) -> Raw {
     let raw = get(client, &thumbnail_path(uri, query), &[]).await;
     assert_eq!(raw.status, 200, "{query}: {}", String::from_utf8_lossy(&raw.body));
     raw.assert_secure();
-    assert!(raw.header("content-disposition").starts_with("inline; filename=\"thumbnail."), "{}", raw.header("content-disposition"));
+    assert!(
+        raw.header("content-disposition").starts_with("inline; filename=\"thumbnail."),
+        "{}",
+        raw.header("content-disposition")
+    );
     raw
 }
 
@@ -101,7 +105,10 @@ async fn content_that_cannot_be_thumbnailed() {
     // A decompression bomb: a tiny file whose header claims 100000 x 100000 pixels.
     let bomb = upload(&alice, png_header_only(100_000, 100_000), "image/png", None).await;
     for _ in 0..3 {
-        get(&alice, &thumbnail_path(&bomb, "width=32&height=32"), &[]).await.assert_error(413, "M_TOO_LARGE").assert_secure();
+        get(&alice, &thumbnail_path(&bomb, "width=32&height=32"), &[])
+            .await
+            .assert_error(413, "M_TOO_LARGE")
+            .assert_secure();
     }
     // Over the configured pixel limit (4 MP) is refused the same way.
     let big = upload(&alice, image_bytes(2100, 2000, ImageFormat::Jpeg), "image/jpeg", None).await;
@@ -133,9 +140,10 @@ async fn animated_thumbnails() {
     let big = upload(&alice, big_gif, "image/gif", None).await;
     let raw = thumb(&alice, &big, "width=96&height=96&method=crop&animated=true").await;
     assert_eq!(raw.header("content-type"), "image/gif");
-    let frames: Vec<_> = image::AnimationDecoder::into_frames(GifDecoder::new(std::io::Cursor::new(&raw.body)).unwrap())
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let frames: Vec<_> =
+        image::AnimationDecoder::into_frames(GifDecoder::new(std::io::Cursor::new(&raw.body)).unwrap())
+            .collect::<Result<_, _>>()
+            .unwrap();
     assert_eq!(frames.len(), 4);
     assert!(frames.iter().all(|f| f.buffer().dimensions() == (96, 96)));
 

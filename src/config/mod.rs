@@ -296,4 +296,16 @@ mod tests {
         assert_eq!(parsed.media.url_preview.max_bytes, default.media.url_preview.max_bytes);
         assert!(parsed.validate().is_empty());
     }
+
+    #[test]
+    fn media_settings_are_checked() {
+        let mut config = Config::default();
+        config.media.url_preview.allowed_ip_ranges = vec!["127.0.0.0/8".into(), "fd00::/8".into()];
+        assert!(config.validate().is_empty());
+        config.media.url_preview.allowed_ip_ranges.push("localhost".into());
+        config.media.max_upload_bytes = 0;
+        let errors = config.validate().join("\n");
+        assert!(errors.contains("media.url_preview.allowed_ip_ranges"), "{errors}");
+        assert!(errors.contains("media.max_upload_bytes"), "{errors}");
+    }
 }

@@ -166,7 +166,10 @@ pub fn prepare_thumbnail(ctx: &Ctx) -> BoxFuture<'_, Result<Arc<dyn Scenario>, S
             let t = Instant::now();
             let len = fetch_len(ctx, &user.access_token, &path).await?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
-            eprintln!("  image {i}: {} byte 12 MP JPEG, first 320x240 thumbnail ({len} bytes) in {ms:.1} ms", jpeg.len());
+            eprintln!(
+                "  image {i}: {} byte 12 MP JPEG, first 320x240 thumbnail ({len} bytes) in {ms:.1} ms",
+                jpeg.len()
+            );
             first_ms.push(ms);
             paths.push(path);
             // Let the other recommended sizes finish in the background before the next image.

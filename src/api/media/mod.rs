@@ -252,8 +252,7 @@ async fn serve_thumbnail(
     };
     let media = &state.services.media;
     let record = media.get(server_name, media_id, wait(query.timeout_ms), legacy).await?;
-    let answer =
-        media.thumbnail(&record, query.width, query.height, method, query.animated.unwrap_or(false)).await?;
+    let answer = media.thumbnail(&record, query.width, query.height, method, query.animated.unwrap_or(false)).await?;
     let (sha256, size, content_type) = match &answer {
         ThumbnailAnswer::Original { content_type } => original(&record, content_type),
         ThumbnailAnswer::Stored(t) => (t.sha256.clone(), t.size as u64, t.content_type.clone()),

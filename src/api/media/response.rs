@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn dispositions() {
         assert_eq!(content_disposition(true, None), "inline");
-        assert_eq!(content_disposition(false, Some("a b.txt")), "attachment; filename=\"a b.txt\"; filename*=utf-8''a%20b.txt");
+        assert_eq!(
+            content_disposition(false, Some("a b.txt")),
+            "attachment; filename=\"a b.txt\"; filename*=utf-8''a%20b.txt"
+        );
         assert_eq!(
             content_disposition(true, Some("naïve \"q\";\r\n%.png")),
             "inline; filename=\"na_ve _q_;___.png\"; filename*=utf-8''na%C3%AFve%20%22q%22%3B%0D%0A%25.png"

@@ -37,7 +37,9 @@ const PREVIEW_TTL: Duration = Duration::from_secs(3600);
 pub enum ThumbnailAnswer {
     /// The original file (it is no larger than asked, or is a small animation),
     /// served as the image type its bytes are, whatever type it was uploaded as.
-    Original { content_type: &'static str },
+    Original {
+        content_type: &'static str,
+    },
     Stored(Arc<ThumbnailRecord>),
 }
 
@@ -253,7 +255,13 @@ impl MediaService {
 
     /// The uploaded media `server_name/media_id`, waiting up to `wait` for a
     /// pending upload. `legacy` applies the unauthenticated paths' cut-off.
-    pub async fn get(&self, server_name: &str, media_id: &str, wait: Duration, legacy: bool) -> Result<Arc<MediaRecord>> {
+    pub async fn get(
+        &self,
+        server_name: &str,
+        media_id: &str,
+        wait: Duration,
+        legacy: bool,
+    ) -> Result<Arc<MediaRecord>> {
         if server_name != self.config.server_name {
             // Media of other servers needs federation, which Kith does not have yet.
             return Err(not_found());
@@ -377,13 +385,13 @@ impl MediaService {
             };
             let target = (key.width, key.height);
             if key.animated && probe.animated {
-                let answer = if bytes.len() as u64 <= max_animated_original || thumbnail::fits(&probe, target.0, target.1)
-                {
-                    Ok(Original(thumbnail::mime(probe.format)))
-                } else {
-                    let key = ThumbnailKey { animated: true, ..key };
-                    thumbnail::animated(&bytes, &probe, target, key.method).map(|t| Made(key, t))
-                };
+                let answer =
+                    if bytes.len() as u64 <= max_animated_original || thumbnail::fits(&probe, target.0, target.1) {
+                        Ok(Original(thumbnail::mime(probe.format)))
+                    } else {
+                        let key = ThumbnailKey { animated: true, ..key };
+                        thumbnail::animated(&bytes, &probe, target, key.method).map(|t| Made(key, t))
+                    };
                 let _ = first_tx.send(answer);
                 return Vec::new();
             }
@@ -392,23 +400,46 @@ impl MediaService {
                 let _ = first_tx.send(Ok(Original(thumbnail::mime(probe.format))));
                 return Vec::new();
             }
-            let image = match thumbnail::decode(&bytes, &probe) {
+            let target = clamp_target(&probe, target);
+            let image = match thumbnail::decode_for(&bytes, &probe, target) {
                 Ok(image) => image,
                 Err(e) => {
                     let _ = first_tx.send(Err(e));
                     return Vec::new();
                 }
             };
-            drop(bytes);
             let still = ThumbnailKey { animated: false, ..key };
-            let target = clamp_target(&probe, target);
             let first = thumbnail::encode(&thumbnail::resize(&image, target, key.method));
             let _ = first_tx.send(first.map(|t| Made(still, t)));
+            // The other sizes come from one intermediate at twice the largest size,
+            // not from the full image each time (a JPEG is decoded again at that scale).
+            let image = if probe.format == image::ImageFormat::Jpeg {
+                match thumbnail::decode_for(&bytes, &probe, (1600, 1200)) {
+                    Ok(image) => image,
+                    Err(_) => return Vec::new(),
+                }
+            } else {
+                image
+            };
+            drop(bytes);
+            let base =
+                (!thumbnail::fits(&probe, 1600, 1200)).then(|| thumbnail::resize(&image, (1600, 1200), Method::Scale));
+            // An intermediate of an extreme aspect ratio may be too small for a crop.
+            let source_for = |w: u32, h: u32| match &base {
+                Some(base)
+                    if base.width() >= (2 * w).min(probe.width) && base.height() >= (2 * h).min(probe.height) =>
+                {
+                    base
+                }
+                _ => &image,
+            };
             thumbnail::SIZES
                 .iter()
-                .filter(|(w, h, m)| (*w, *h, *m) != (key.width, key.height, key.method) && !thumbnail::fits(&probe, *w, *h))
+                .filter(|(w, h, m)| {
+                    (*w, *h, *m) != (key.width, key.height, key.method) && !thumbnail::fits(&probe, *w, *h)
+                })
                 .filter_map(|&(w, h, m)| {
-                    let thumb = thumbnail::encode(&thumbnail::resize(&image, (w, h), m)).ok()?;
+                    let thumb = thumbnail::encode(&thumbnail::resize(source_for(w, h), (w, h), m)).ok()?;
                     Some((ThumbnailKey { width: w, height: h, method: m, animated: false }, thumb))
                 })
                 .collect()
