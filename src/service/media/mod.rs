@@ -160,7 +160,7 @@ impl MediaService {
                     return Err(Error::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("Upload interrupted: {e}")));
                 }
             };
-            if writer.len() + chunk.len() as u64 > max {
+            if writer.written() + chunk.len() as u64 > max {
                 writer.abort().await;
                 return Err(too_large());
             }
@@ -169,7 +169,7 @@ impl MediaService {
                 return Err(Error::internal(e));
             }
         }
-        let size = writer.len();
+        let size = writer.written();
         let sha256 = writer.commit().await.map_err(Error::internal)?;
         if let Err(e) = self.check_quota(user_id, size).await {
             self.release_content(&[sha256]).await;
@@ -338,11 +338,8 @@ impl MediaService {
         method: Method,
         animated: bool,
     ) -> Result<ThumbnailAnswer> {
-        let (width, height) = match thumbnail::choose_size(width, height, method) {
-            Some(size) => size,
-            // Larger than any thumbnail size: the original (if it is an image at all).
-            None => (u32::MAX, u32::MAX),
-        };
+        // Larger than any thumbnail size: the original (if it is an image at all).
+        let (width, height) = thumbnail::choose_size(width, height, method).unwrap_or((u32::MAX, u32::MAX));
         let key = ThumbnailKey { width, height, method, animated };
         let answer = self
             .thumbnails

@@ -20,7 +20,7 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 pub trait ContentWriter: Send {
     async fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
     /// Bytes written so far.
-    fn len(&self) -> u64;
+    fn written(&self) -> u64;
     /// Stores the content; returns its sha256 (lowercase hex).
     async fn commit(self: Box<Self>) -> io::Result<String>;
     /// Drops what was written.
@@ -81,7 +81,7 @@ impl ContentWriter for LocalWriter {
         self.file.write_all(chunk).await
     }
 
-    fn len(&self) -> u64 {
+    fn written(&self) -> u64 {
         self.len
     }
 
