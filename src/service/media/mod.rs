@@ -441,7 +441,8 @@ impl MediaService {
                 })
                 .collect()
         });
-        let first = first_rx.await.map_err(|_| Error::internal("the thumbnail job stopped"))?;
+        // A decoder that panicked on a hostile file counts as a file that cannot be thumbnailed.
+        let first = first_rx.await.unwrap_or_else(|_| Err(ThumbnailError::Malformed("the decoder failed".into())));
         let answer = match first {
             Err(e) => Ok(Err(e)),
             Ok(First::Original(content_type)) => Ok(Ok(ThumbnailAnswer::Original { content_type })),

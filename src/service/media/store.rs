@@ -53,9 +53,15 @@ impl LocalContentStore {
     pub fn open(root: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(root.join("content"))?;
         let tmp = root.join("tmp");
-        // Leftovers of uploads cut short by a restart.
-        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
+        // Leftovers of uploads cut short by a restart. Only old ones: the admin CLI
+        // opens the store too, while the server may be receiving uploads.
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in std::fs::read_dir(&tmp)?.flatten() {
+            if entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < stale) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Ok(Self { root })
     }
 
