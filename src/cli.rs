@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::service::accounts::Accounts;
 use crate::service::auth::Authenticator;
 use crate::service::e2ee::E2ee;
+use crate::service::media::MediaService;
 use crate::service::notifier::Notifier;
 use crate::storage;
 
@@ -31,6 +32,24 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the media repository.
+    #[command(subcommand)]
+    Media(MediaCommand),
+}
+
+#[derive(Subcommand)]
+pub enum MediaCommand {
+    /// Delete media by mxc:// URI (or media id), with its thumbnails; content
+    /// no other media holds is removed from disk.
+    Delete {
+        #[arg(required = true)]
+        media: Vec<String>,
+    },
+    /// Delete every media file a user uploaded.
+    DeleteUserMedia {
+        /// The localpart or full user id.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,10 +94,7 @@ pub async fn run_user_command(config: Config, command: UserCommand) -> anyhow::R
     std::fs::create_dir_all(&config.data_dir)?;
     let config = Arc::new(config);
     let storage = storage::open(&config.database_url(), 2).await?;
-    // No server runs here: the notifier has no one to wake; device-list changes are still recorded.
-    let notifier = Arc::new(Notifier::new(storage.clone()));
-    let e2ee = Arc::new(E2ee::new(config.clone(), storage.clone(), notifier).await?);
-    let accounts = Accounts::new(config.clone(), storage.clone(), Arc::new(Authenticator::new(storage.clone())), e2ee);
+    let accounts = cli_accounts(&config, &storage).await?;
     let result = async {
         match command {
             UserCommand::Create { name, admin, password_file } => {
@@ -97,6 +113,64 @@ pub async fn run_user_command(config: Config, command: UserCommand) -> anyhow::R
                 let user_id = accounts.user_id(&name);
                 accounts.deactivate(&user_id).await?;
                 println!("deactivated {user_id}");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    storage.close().await;
+    result
+}
+
+/// The media id of `mxc://server/id` (which must name this server) or of a bare id.
+fn media_id_of(config: &Config, text: &str) -> anyhow::Result<String> {
+    match text.strip_prefix("mxc://") {
+        Some(rest) => {
+            let (server, id) = rest.split_once('/').context("an mxc:// URI is mxc://SERVER/MEDIA_ID")?;
+            if server != config.server_name {
+                bail!("{text} is not media of this server ({})", config.server_name);
+            }
+            Ok(id.to_owned())
+        }
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// The accounts service outside a running server.
+async fn cli_accounts(config: &Arc<Config>, storage: &Arc<dyn storage::Storage>) -> anyhow::Result<Accounts> {
+    // No server runs here: the notifier has no one to wake; device-list changes are still recorded.
+    let notifier = Arc::new(Notifier::new(storage.clone()));
+    let e2ee = Arc::new(E2ee::new(config.clone(), storage.clone(), notifier).await?);
+    Ok(Accounts::new(config.clone(), storage.clone(), Arc::new(Authenticator::new(storage.clone())), e2ee))
+}
+
+pub async fn run_media_command(config: Config, command: MediaCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let config = Arc::new(config);
+    let storage = storage::open(&config.database_url(), 2).await?;
+    let result = async {
+        let media = MediaService::new(config.clone(), storage.clone())?;
+        match command {
+            MediaCommand::Delete { media: names } => {
+                let mut missing = 0;
+                for name in names {
+                    let id = media_id_of(&config, &name)?;
+                    if media.delete(&id).await? {
+                        println!("deleted {name}");
+                    } else {
+                        eprintln!("no such media: {name}");
+                        missing += 1;
+                    }
+                }
+                if missing > 0 {
+                    bail!("{missing} media not found");
+                }
+            }
+            MediaCommand::DeleteUserMedia { name } => {
+                let accounts = cli_accounts(&config, &storage).await?;
+                let user_id = if name.starts_with('@') { name } else { accounts.user_id(&name) };
+                let n = media.delete_user_media(&user_id).await?;
+                println!("deleted {n} media of {user_id}");
             }
         }
         anyhow::Ok(())

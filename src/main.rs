@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::User(command)) => kith::cli::run_user_command(config, command).await,
+            Some(Command::Media(command)) => kith::cli::run_media_command(config, command).await,
             None => kith::app::run(config, kith::app::shutdown_signal()).await,
         }
     });

@@ -118,6 +118,10 @@ const GUEST_ROUTES: &[&str] = &[
     "/user/{user_id}/filter/{filter_id}",
     "/presence/{user_id}/status",
     "/voip/turnServer",
+    "/media/config",
+    "/media/download/{server_name}/{media_id}",
+    "/media/download/{server_name}/{media_id}/{file_name}",
+    "/media/thumbnail/{server_name}/{media_id}",
 ];
 
 /// An authenticated request: who made it.

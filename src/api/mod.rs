@@ -4,6 +4,7 @@
 mod admin;
 mod client;
 pub mod extract;
+mod media;
 mod server_keys;
 
 use std::any::Any;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.services.config.limits.max_request_body_bytes;
     Router::new()
         .merge(client::routes())
+        .merge(media::routes())
         .merge(server_keys::routes())
         .merge(admin::routes())
         .route("/health", get(health))

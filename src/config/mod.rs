@@ -31,6 +31,7 @@ pub struct Config {
     pub limits: Limits,
     pub well_known: WellKnown,
     pub presence: PresenceConfig,
+    pub media: Media,
 }
 
 impl Default for Config {
@@ -48,6 +49,7 @@ impl Default for Config {
             limits: Limits::default(),
             well_known: WellKnown::default(),
             presence: PresenceConfig::default(),
+            media: Media::default(),
         }
     }
 }
@@ -170,6 +172,78 @@ pub struct WellKnown {
     pub server: String,
 }
 
+/// The media repository (`[media]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Media {
+    /// Largest file a client may upload (413 M_TOO_LARGE above it).
+    pub max_upload_bytes: u64,
+    /// Bytes of media one user may have stored; 0 = no quota.
+    pub user_quota_bytes: u64,
+    /// Asynchronous uploads (`/media/v1/create`) one user may have pending at once.
+    pub max_pending_uploads: u32,
+    /// How long an id from `/media/v1/create` waits for its content.
+    pub pending_upload_lifetime_secs: u64,
+    /// The longest a download waits for a pending upload (caps `timeout_ms`).
+    pub max_download_wait_ms: u64,
+    /// The unauthenticated `/_matrix/media/v3/download|thumbnail` paths serve only
+    /// media uploaded before this time (ms since the epoch); 0 = they serve nothing.
+    pub legacy_download_before_ts: i64,
+    /// Memory for small hot files and thumbnails.
+    pub memory_cache_bytes: u64,
+    /// Files up to this size are kept in the memory cache.
+    pub memory_cache_max_file_bytes: u64,
+    /// Images with more pixels than this get no thumbnail (decompression bombs).
+    pub max_image_pixels: u64,
+    /// An animated image up to this size is its own animated thumbnail.
+    pub max_animated_original_bytes: u64,
+    pub url_preview: UrlPreview,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 50 * 1024 * 1024,
+            user_quota_bytes: 0,
+            max_pending_uploads: 10,
+            pending_upload_lifetime_secs: 24 * 3600,
+            max_download_wait_ms: 60_000,
+            legacy_download_before_ts: 0,
+            memory_cache_bytes: 64 * 1024 * 1024,
+            memory_cache_max_file_bytes: 1024 * 1024,
+            max_image_pixels: 32_000_000,
+            max_animated_original_bytes: 1024 * 1024,
+            url_preview: UrlPreview::default(),
+        }
+    }
+}
+
+/// URL previews (`[media.url_preview]`): the server fetches pages its users name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UrlPreview {
+    pub enabled: bool,
+    /// Address ranges (CIDR, e.g. "127.0.0.0/8") that may be fetched although they
+    /// are private, loopback, link-local or otherwise not public.
+    pub allowed_ip_ranges: Vec<String>,
+    /// The most bytes read of a page or of its image.
+    pub max_bytes: u64,
+    pub timeout_secs: u64,
+    pub max_redirects: u32,
+}
+
+impl Default for UrlPreview {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allowed_ip_ranges: Vec::new(),
+            max_bytes: 2 * 1024 * 1024,
+            timeout_secs: 10,
+            max_redirects: 5,
+        }
+    }
+}
+
 impl Config {
     /// The database URL, with the SQLite default filled in.
     pub fn database_url(&self) -> String {
@@ -203,6 +277,17 @@ impl Config {
         if self.presence.idle_timeout_secs == 0 || self.presence.offline_timeout_secs == 0 {
             errors.push("presence: idle_timeout_secs and offline_timeout_secs must be greater than 0".to_owned());
         }
+        if self.media.max_upload_bytes == 0 {
+            errors.push("media.max_upload_bytes: must be greater than 0".to_owned());
+        }
+        for range in &self.media.url_preview.allowed_ip_ranges {
+            if crate::service::media::ssrf::IpRange::parse(range).is_none() {
+                errors.push(format!("media.url_preview.allowed_ip_ranges: {range:?} is not a range like 10.0.0.0/8"));
+            }
+        }
+        if self.media.url_preview.timeout_secs == 0 {
+            errors.push("media.url_preview.timeout_secs: must be greater than 0".to_owned());
+        }
         if self.auth.access_token_lifetime_ms == 0 {
             errors.push("auth.access_token_lifetime_ms: must be greater than 0".to_owned());
         }
@@ -225,6 +310,22 @@ mod tests {
         assert_eq!(parsed.rate_limits.login_burst, default.rate_limits.login_burst);
         assert_eq!(parsed.auth.access_token_lifetime_ms, default.auth.access_token_lifetime_ms);
         assert_eq!(parsed.limits.max_request_body_bytes, default.limits.max_request_body_bytes);
+        assert_eq!(parsed.media.max_upload_bytes, default.media.max_upload_bytes);
+        assert_eq!(parsed.media.memory_cache_bytes, default.media.memory_cache_bytes);
+        assert_eq!(parsed.media.url_preview.enabled, default.media.url_preview.enabled);
+        assert_eq!(parsed.media.url_preview.max_bytes, default.media.url_preview.max_bytes);
         assert!(parsed.validate().is_empty());
+    }
+
+    #[test]
+    fn media_settings_are_checked() {
+        let mut config = Config::default();
+        config.media.url_preview.allowed_ip_ranges = vec!["127.0.0.0/8".into(), "fd00::/8".into()];
+        assert!(config.validate().is_empty());
+        config.media.url_preview.allowed_ip_ranges.push("localhost".into());
+        config.media.max_upload_bytes = 0;
+        let errors = config.validate().join("\n");
+        assert!(errors.contains("media.url_preview.allowed_ip_ranges"), "{errors}");
+        assert!(errors.contains("media.max_upload_bytes"), "{errors}");
     }
 }

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod auth;
 pub mod e2ee;
 pub mod ephemeral;
+pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod presence;
@@ -43,6 +44,7 @@ pub struct Services {
     pub presence: Arc<presence::Presence>,
     /// Membership events each device was sent by lazy-loading syncs.
     pub lazy_members: sync::LazyMembers,
+    pub media: media::MediaService,
 }
 
 use auth::Authenticator;
@@ -61,7 +63,9 @@ impl Services {
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone()).await?;
         let presence = presence::Presence::new(&config, storage.clone(), notifier.clone()).await?;
         let e2ee = Arc::new(e2ee::E2ee::new(config.clone(), storage.clone(), notifier.clone()).await?);
+        let media = media::MediaService::new(config.clone(), storage.clone())?;
         Ok(Self {
+            media,
             rooms,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), auth.clone(), e2ee.clone()),
             e2ee,

@@ -6,15 +6,19 @@
 //! knows Matrix error codes.
 
 mod e2ee;
+mod media;
 mod postgres;
 mod presence;
 mod rooms;
 mod sql;
 mod sql_e2ee;
+mod sql_media;
 mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_media;
 
 use std::sync::Arc;
 
@@ -177,6 +181,7 @@ pub trait RegistrationTokenStore: Send + Sync {
 }
 
 pub use e2ee::*;
+pub use media::*;
 pub use presence::*;
 pub use rooms::*;
 
@@ -200,6 +205,7 @@ pub trait Storage:
     + SearchStore
     + E2eeStore
     + PresenceStore
+    + MediaStore
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use super::*;
 
 /// A fresh store of each engine under test. Each holds what it needs to clean up.
-struct Fixture {
-    storage: Arc<dyn Storage>,
+pub(super) struct Fixture {
+    pub(super) storage: Arc<dyn Storage>,
     _dir: Option<tempfile::TempDir>,
     pg_cleanup: Option<(String, String)>,
 }
 
 impl Fixture {
-    async fn finish(self) {
+    pub(super) async fn finish(self) {
         self.storage.close().await;
         if let Some((admin_url, name)) = self.pg_cleanup {
             let pool = sqlx::PgPool::connect(&admin_url).await.expect("connect to PostgreSQL");
@@ -25,7 +25,7 @@ impl Fixture {
     }
 }
 
-async fn fixtures() -> Vec<Fixture> {
+pub(super) async fn fixtures() -> Vec<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let mut all = vec![Fixture { storage: open(&url, 4).await.unwrap(), _dir: Some(dir), pg_cleanup: None }];

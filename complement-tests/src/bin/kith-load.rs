@@ -99,6 +99,12 @@ struct Args {
     /// `keys`: users in one /keys/query [default: 1000].
     #[arg(long)]
     query_users: Option<usize>,
+    /// `media-large`, `media-upload`: file size in MB [default: 100, 500].
+    #[arg(long)]
+    file_mb: Option<u64>,
+    /// `media-thumbnail`: 12-megapixel JPEGs to upload and thumbnail once each.
+    #[arg(long, default_value_t = 5)]
+    images: usize,
     /// The scenario to run.
     scenario: String,
 }
@@ -224,7 +230,10 @@ async fn main() -> ExitCode {
             members: args.members,
             joiners: args.joiners,
             requests: args.requests,
+            file_mb: args.file_mb,
+            images: args.images.max(1),
         },
+        server_pid: args.server_pid,
     });
     let Some(def) = def else {
         let phased_def = phased_def.expect("checked above");

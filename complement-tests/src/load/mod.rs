@@ -17,6 +17,7 @@ pub mod initial_sync;
 pub mod join;
 pub mod keys;
 pub mod login;
+pub mod media;
 pub mod messages;
 pub mod phased;
 pub mod register;
@@ -49,6 +50,8 @@ pub struct Ctx {
     pub run_id: String,
     /// Options of the room scenarios.
     pub opts: ScenarioOpts,
+    /// The server's process id (`--server-pid`), for scenarios that watch its memory.
+    pub server_pid: Option<u32>,
 }
 
 /// Options that only some scenarios use.
@@ -66,11 +69,24 @@ pub struct ScenarioOpts {
     pub joiners: Option<u64>,
     /// `--requests`, if given.
     pub requests: Option<u64>,
+    /// `media-large`, `media-upload`: file size in MB (10^6 bytes).
+    pub file_mb: Option<u64>,
+    /// `media-thumbnail`: 12-megapixel JPEGs uploaded (each one first thumbnail).
+    pub images: usize,
 }
 
 impl Default for ScenarioOpts {
     fn default() -> ScenarioOpts {
-        ScenarioOpts { rooms: 10, events: 10_000, page: 100, members: 1000, joiners: None, requests: None }
+        ScenarioOpts {
+            rooms: 10,
+            events: 10_000,
+            page: 100,
+            members: 1000,
+            joiners: None,
+            requests: None,
+            file_mb: None,
+            images: 5,
+        }
     }
 }
 
@@ -149,6 +165,26 @@ pub const SCENARIOS: &[ScenarioDef] = &[
         name: "join",
         about: "POST /join of a fresh user per request into a room of --members (1000)",
         prepare: join::prepare,
+    },
+    ScenarioDef {
+        name: "media-download",
+        about: "GET /_matrix/client/v1/media/download of one cached 100 KB image",
+        prepare: media::prepare_small,
+    },
+    ScenarioDef {
+        name: "media-large",
+        about: "GET of one --file-mb (100) MB file streamed from disk; notes give MB/s",
+        prepare: media::prepare_large,
+    },
+    ScenarioDef {
+        name: "media-thumbnail",
+        about: "first 320x240 thumbnails of --images (5) 12 MP JPEGs (notes), then repeats",
+        prepare: media::prepare_thumbnail,
+    },
+    ScenarioDef {
+        name: "media-upload",
+        about: "POST of one --file-mb (500) MB upload; with --server-pid, the server's RSS growth",
+        prepare: media::prepare_upload,
     },
 ];
 

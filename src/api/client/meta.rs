@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::service::room_versions;
 
 /// The spec versions whose client-server API this server implements.
-const SPEC_VERSIONS: &[&str] = &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5"];
+const SPEC_VERSIONS: &[&str] =
+    &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"];
 
 pub fn routes() -> Router<AppState> {
     Router::new()
