@@ -6,8 +6,10 @@
 //! knows Matrix error codes.
 
 mod postgres;
+mod push;
 mod rooms;
 mod sql;
+mod sql_push;
 mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
@@ -173,6 +175,7 @@ pub trait RegistrationTokenStore: Send + Sync {
     async fn use_registration_token(&self, token_hash: &str, now: i64) -> Result<Option<bool>>;
 }
 
+pub use push::*;
 pub use rooms::*;
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -183,7 +186,7 @@ pub struct PoolStats {
 
 #[async_trait]
 pub trait Storage:
-    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore
+    UserStore + DeviceStore + AccountDataStore + RegistrationTokenStore + RoomStore + SearchStore + PushStore
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;

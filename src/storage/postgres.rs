@@ -7,7 +7,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::sql_rooms::EVENT_COLUMNS;
 use super::{
-    PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_rooms::impl_room_sql,
+    PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_push::impl_push_sql,
+    sql_rooms::impl_room_sql,
 };
 
 pub struct PgStore {
@@ -29,6 +30,7 @@ impl PgStore {
 
 impl_shared_sql!(PgStore);
 impl_room_sql!(PgStore);
+impl_push_sql!(PgStore);
 
 #[async_trait]
 impl Storage for PgStore {

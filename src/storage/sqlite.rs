@@ -8,7 +8,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::sql_rooms::{EVENT_COLUMNS, placeholders};
 use super::{
-    PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_rooms::impl_room_sql,
+    PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_push::impl_push_sql,
+    sql_rooms::impl_room_sql,
 };
 
 pub struct SqliteStore {
@@ -43,6 +44,7 @@ impl SqliteStore {
 
 impl_shared_sql!(SqliteStore);
 impl_room_sql!(SqliteStore);
+impl_push_sql!(SqliteStore);
 
 #[async_trait]
 impl Storage for SqliteStore {

@@ -220,6 +220,7 @@ fn plain(event: &StoredEvent) -> NewEvent<'_> {
         redaction: None,
         relation: None,
         search: None,
+        push_actions: &[],
     }
 }
 

@@ -8,6 +8,7 @@ mod ephemeral;
 mod history;
 mod meta;
 mod profile;
+mod push;
 mod register;
 mod reports;
 mod rooms;
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .merge(reports::routes())
         .merge(sync::routes())
         .merge(ephemeral::routes())
+        .merge(push::routes())
 }
 
 /// Only the owner may act on their own user-scoped resources.

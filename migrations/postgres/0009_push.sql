@@ -1,0 +1,33 @@
+-- What each local member's push rules said about each event that notifies
+-- them: unread counts are the rows after the member's read receipt. thread_id
+-- is the thread root's event id, or 'main' for the main timeline.
+CREATE TABLE event_push_actions (
+    user_id         TEXT NOT NULL,
+    room_id         TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    highlight       BOOLEAN NOT NULL,
+    actions         TEXT NOT NULL,
+    ts              BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id, stream_ordering)
+);
+-- GET /notifications pages through a user's rows across rooms, newest first.
+CREATE INDEX event_push_actions_user ON event_push_actions (user_id, stream_ordering);
+-- A redaction removes the notifications of its target.
+CREATE INDEX event_push_actions_event ON event_push_actions (stream_ordering);
+
+-- Pushers (POST /pushers/set): unique per user by (app_id, pushkey).
+CREATE TABLE pushers (
+    user_id             TEXT NOT NULL,
+    app_id              TEXT NOT NULL,
+    pushkey             TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    app_display_name    TEXT NOT NULL,
+    device_display_name TEXT NOT NULL,
+    profile_tag         TEXT,
+    lang                TEXT NOT NULL,
+    data                TEXT NOT NULL,
+    created_ts          BIGINT NOT NULL,
+    PRIMARY KEY (user_id, app_id, pushkey)
+);
+CREATE INDEX pushers_key ON pushers (app_id, pushkey);
