@@ -16,6 +16,16 @@ CREATE INDEX event_push_actions_user ON event_push_actions (user_id, stream_orde
 -- A redaction removes the notifications of its target.
 CREATE INDEX event_push_actions_event ON event_push_actions (stream_ordering);
 
+-- Sending an event marks the sender's notifications up to it as read (in its
+-- thread): each user's latest event per room and thread.
+CREATE TABLE push_own_events (
+    user_id         TEXT NOT NULL,
+    room_id         TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id, thread_id)
+) WITHOUT ROWID;
+
 -- Pushers (POST /pushers/set): unique per user by (app_id, pushkey).
 CREATE TABLE pushers (
     user_id             TEXT NOT NULL,

@@ -22,11 +22,15 @@ pub(super) fn insert_push_actions_sql(rows: usize) -> String {
     sql
 }
 
-/// The latest m.read / m.read.private receipt positions of `$1` (user) in `$2` (room).
-const READ_POSITIONS: &str = "SELECT r.thread_id, MAX(e.stream_ordering) AS pos FROM receipts r
-     JOIN events e ON e.event_id = r.event_id
-     WHERE r.room_id = $2 AND r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private')
-     GROUP BY r.thread_id";
+/// The read positions of user `$1` in room `$2` per thread ("" for unthreaded
+/// receipts): their latest m.read / m.read.private receipts and their own latest events.
+const READ_POSITIONS: &str = "SELECT thread_id, MAX(pos) AS pos FROM (
+         SELECT r.thread_id AS thread_id, e.stream_ordering AS pos FROM receipts r
+         JOIN events e ON e.event_id = r.event_id
+         WHERE r.room_id = $2 AND r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private')
+         UNION ALL
+         SELECT thread_id, stream_ordering AS pos FROM push_own_events WHERE user_id = $1 AND room_id = $2
+     ) positions GROUP BY thread_id";
 
 pub(super) fn unread_counts_sql() -> String {
     // A row is unread when it is after both the unthreaded receipt and its own thread's receipt.
