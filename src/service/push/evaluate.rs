@@ -37,7 +37,7 @@ impl RoomPushContext {
     /// The context of a room without events yet.
     pub fn new_room(room_id: &str) -> Result<Self> {
         let room = OwnedRoomId::try_from(room_id).map_err(Error::internal)?;
-        let placeholder = OwnedUserId::try_from("@_:_").map_err(Error::internal)?;
+        let placeholder = OwnedUserId::try_from("@placeholder:example.org").map_err(Error::internal)?;
         Ok(Self {
             members: HashMap::new(),
             creators: Vec::new(),
