@@ -67,6 +67,8 @@ pub trait PushStore: Send + Sync {
     /// The stream positions of the user's latest read receipts in a room, per
     /// thread id ("" for unthreaded receipts).
     async fn read_positions(&self, user_id: &str, room_id: &str) -> Result<Vec<(String, i64)>>;
+    /// The global account data of one type of each of the users who have it: `(user_id, content)`.
+    async fn global_account_data_of(&self, user_ids: &[String], data_type: &str) -> Result<Vec<(String, String)>>;
     /// The joined members of a room with their membership event's JSON.
     async fn joined_member_events(&self, room_id: &str) -> Result<Vec<(String, String)>>;
 

@@ -98,6 +98,27 @@ macro_rules! impl_push_sql {
                     .await?)
             }
 
+            async fn global_account_data_of(
+                &self,
+                user_ids: &[String],
+                data_type: &str,
+            ) -> $crate::storage::Result<Vec<(String, String)>> {
+                let mut found = Vec::new();
+                for chunk in user_ids.chunks(500) {
+                    let sql = format!(
+                        "SELECT user_id, content FROM account_data
+                         WHERE room_id = '' AND data_type = $1 AND user_id IN ({})",
+                        $crate::storage::sql_rooms::placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(data_type);
+                    for user_id in chunk {
+                        query = query.bind(user_id);
+                    }
+                    found.extend(query.fetch_all(&self.read).await?);
+                }
+                Ok(found)
+            }
+
             async fn joined_member_events(&self, room_id: &str) -> $crate::storage::Result<Vec<(String, String)>> {
                 Ok(sqlx::query_as(
                     "SELECT m.user_id, e.json FROM memberships m JOIN events e ON e.event_id = m.event_id

@@ -157,6 +157,7 @@ impl Evaluator {
         if !members.keys().any(local) {
             return Ok(Vec::new());
         }
+        self.rulesets.preload(members.keys().filter(|u| local(u))).await?;
         let raw: Raw<Value> =
             Raw::from_json(serde_json::value::RawValue::from_string(event_json.to_owned()).map_err(Error::internal)?);
         let event = FlattenedJson::from_raw(&raw);
@@ -188,5 +189,99 @@ impl Evaluator {
             });
         }
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rules() -> AuthorizationRules {
+        ruma::room_version_rules::RoomVersionRules::V12.authorization
+    }
+
+    async fn evaluator() -> (Evaluator, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("push.db").display());
+        let storage = crate::storage::open(&url, 2).await.unwrap();
+        (Evaluator::new(Arc::new(Rulesets::new(storage)), "here".into()), dir)
+    }
+
+    fn member(room: &mut RoomPushContext, user: &str, membership: &str, name: Option<&str>) {
+        let mut content = json!({ "membership": membership });
+        if let Some(name) = name {
+            content["displayname"] = json!(name);
+        }
+        room.apply("m.room.member", user, user, &content, &rules());
+    }
+
+    fn message(sender: &str, content: Value) -> String {
+        json!({ "type": "m.room.message", "sender": sender, "room_id": "!r", "content": content }).to_string()
+    }
+
+    async fn rows(e: &Evaluator, room: &mut RoomPushContext, sender: &str, content: Value) -> Vec<(String, bool)> {
+        let mut rows: Vec<(String, bool)> = e
+            .evaluate(room, sender, &message(sender, content.clone()), &content)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.user_id, r.highlight))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    #[tokio::test]
+    async fn local_members_but_the_sender_are_notified_and_mentions_highlight() {
+        let (e, _dir) = evaluator().await;
+        let mut room = RoomPushContext::new_room("!r").unwrap();
+        room.apply("m.room.create", "", "@a:here", &json!({ "room_version": "12" }), &rules());
+        for user in ["@a:here", "@b:here", "@c:here", "@far:there"] {
+            member(&mut room, user, "join", None);
+        }
+        member(&mut room, "@gone:here", "join", None);
+        member(&mut room, "@gone:here", "leave", None);
+        let plain = json!({ "msgtype": "m.text", "body": "hello" });
+        let no = |u: &str| (u.to_owned(), false);
+        assert_eq!(rows(&e, &mut room, "@a:here", plain.clone()).await, vec![no("@b:here"), no("@c:here")]);
+
+        let mention = json!({ "msgtype": "m.text", "body": "hi", "m.mentions": { "user_ids": ["@c:here"] } });
+        let highlighted = rows(&e, &mut room, "@a:here", mention).await;
+        assert_eq!(highlighted, vec![no("@b:here"), ("@c:here".to_owned(), true)]);
+
+        // @room needs the sender's notification power (the creator has it in v12).
+        let room_mention = json!({ "msgtype": "m.text", "body": "all", "m.mentions": { "room": true } });
+        let by_creator = rows(&e, &mut room, "@a:here", room_mention.clone()).await;
+        assert!(by_creator.iter().all(|(_, h)| *h), "{by_creator:?}");
+        let by_member = rows(&e, &mut room, "@b:here", room_mention).await;
+        assert!(by_member.iter().all(|(_, h)| !*h), "{by_member:?}");
+
+        // Member events match .m.rule.member_event: no notification.
+        let join = json!({ "membership": "join" });
+        let json = json!({ "type": "m.room.member", "state_key": "@d:here", "sender": "@d:here", "content": join });
+        assert!(e.evaluate(&mut room, "@d:here", &json.to_string(), &join).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn two_members_make_a_one_to_one_room_and_threads_are_kept() {
+        let (e, _dir) = evaluator().await;
+        let mut room = RoomPushContext::new_room("!r").unwrap();
+        member(&mut room, "@a:here", "join", None);
+        member(&mut room, "@b:here", "join", Some("Bee"));
+        let reply = json!({ "body": "x", "m.relates_to": { "rel_type": "m.thread", "event_id": "$root" } });
+        let rows = e.evaluate(&mut room, "@a:here", &message("@a:here", reply.clone()), &reply).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].thread_id, "$root");
+        let actions: Value = serde_json::from_str(&rows[0].actions).unwrap();
+        assert_eq!(actions, json!(["notify", { "set_tweak": "sound", "value": "default" }]), "room_one_to_one");
+    }
+
+    #[test]
+    fn threads_of_events() {
+        assert_eq!(thread_of(&json!({ "m.relates_to": { "rel_type": "m.thread", "event_id": "$t" } })), "$t");
+        assert_eq!(thread_of(&json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": "$t" } })), "main");
+        assert_eq!(thread_of(&json!({ "body": "x" })), MAIN_THREAD);
     }
 }
