@@ -17,6 +17,10 @@ use crate::storage::Storage;
 /// The account data type the ruleset is stored as.
 pub const PUSH_RULES: &str = "m.push_rules";
 
+/// Rulesets kept parsed (a default ruleset is a few KB): enough for the
+/// members of the busiest rooms; others reload in one query per event.
+const MAX_CACHED: u64 = 20_000;
+
 pub struct Rulesets {
     storage: Arc<dyn Storage>,
     cache: moka::sync::Cache<OwnedUserId, Arc<Ruleset>>,
@@ -27,7 +31,7 @@ pub struct Rulesets {
 
 impl Rulesets {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage, cache: moka::sync::Cache::new(100_000), write: tokio::sync::Mutex::new(()) }
+        Self { storage, cache: moka::sync::Cache::new(MAX_CACHED), write: tokio::sync::Mutex::new(()) }
     }
 
     /// The user's ruleset (cached).
