@@ -198,20 +198,6 @@ macro_rules! impl_room_sql {
                 if let Some((key, text)) = new.search {
                     Self::index_search(&mut tx, e, key, text).await?;
                 }
-                let thread = match new.relation {
-                    Some((root, "m.thread")) => root,
-                    _ => "main",
-                };
-                sqlx::query(
-                    "INSERT INTO push_own_events (user_id, room_id, thread_id, stream_ordering) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
-                )
-                .bind(&e.sender)
-                .bind(&e.room_id)
-                .bind(thread)
-                .bind(e.stream_ordering)
-                .execute(&mut *tx)
-                .await?;
                 for chunk in new.push_actions.chunks($crate::storage::sql_push::PUSH_ACTIONS_PER_INSERT) {
                     let sql = $crate::storage::sql_push::insert_push_actions_sql(chunk.len());
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))

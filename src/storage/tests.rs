@@ -397,6 +397,21 @@ async fn push_actions_counts_per_thread_after_receipts() {
         let e6 = stored(6, "$6", "!p:x", None, 0);
         s.persist_event(&NewEvent { redaction: Some(("$2", "{}")), ..plain(&e6) }).await.unwrap();
         assert!(s.notifications("@b:x", i64::MAX, true, 10).await.unwrap().is_empty());
+
+        // The user's own reply in a thread reads that thread only.
+        let e7 = stored(7, "$7", "!p:x", None, 0);
+        let rows = [row(false, "$1"), row(false, "main")];
+        s.persist_event(&NewEvent { push_actions: &rows[..1], relation: Some(("$1", "m.thread")), ..plain(&e7) })
+            .await
+            .unwrap();
+        let e8 = stored(8, "$8", "!p:x", None, 0);
+        s.persist_event(&NewEvent { push_actions: &rows[1..], ..plain(&e8) }).await.unwrap();
+        assert_eq!(counts(10).await, vec![("$1".to_owned(), 1, 0), main(1, 0)]);
+        let mut e9 = stored(9, "$9", "!p:x", None, 0);
+        e9.sender = "@b:x".into();
+        e9.json = r#"{"content":{"m.relates_to":{"rel_type":"m.thread","event_id":"$1"}}}"#.into();
+        s.persist_event(&NewEvent { relation: Some(("$1", "m.thread")), ..plain(&e9) }).await.unwrap();
+        assert_eq!(counts(10).await, vec![main(1, 0)], "{}", s.engine());
         f.finish().await;
     }
 }
