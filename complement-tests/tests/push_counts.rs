@@ -142,9 +142,7 @@ async fn mentions_highlight_and_user_rules_decide_what_counts() {
 async fn thread_counts_are_split_out_with_the_filter_and_reset_by_threaded_receipts() {
     let (_server, alice, bob, _carol, room) = room_with(false).await;
     let root = alice.send_text(&room, "root").await;
-    let in_thread = |text: &str| {
-        json!({ "msgtype": "m.text", "body": text, "m.relates_to": { "rel_type": "m.thread", "event_id": root } })
-    };
+    let in_thread = |text: &str| json!({ "msgtype": "m.text", "body": text, "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
     let reply = alice.send_message(&room, in_thread("reply 1")).await;
     alice.send_message(&room, in_thread("reply 2")).await;
     let mention = in_thread("reply 3");
@@ -188,9 +186,10 @@ async fn the_long_poll_woken_by_a_message_carries_its_count() {
     for n in 1..=5u64 {
         let poller = bob.clone();
         let token = since.clone();
-        let poll = tokio::spawn(async move {
-            assert_ok(poller.get(&format!("{SYNC}?timeout=10000&since={}", enc(&token))).await)
-        });
+        let poll =
+            tokio::spawn(
+                async move { assert_ok(poller.get(&format!("{SYNC}?timeout=10000&since={}", enc(&token))).await) },
+            );
         tokio::time::sleep(Duration::from_millis(50)).await;
         alice.send_text(&room, &format!("message {n}")).await;
         let body = poll.await.unwrap();
@@ -206,7 +205,9 @@ async fn a_direct_chat_notifies_with_the_one_to_one_rule() {
     let server = TestServer::start().await;
     let alice = server.register("alice", "password-a").await;
     let bob = server.register("bob", "password-b").await;
-    let room = alice.create_room(json!({ "preset": "trusted_private_chat", "invite": [bob.user_id], "is_direct": true })).await;
+    let room = alice
+        .create_room(json!({ "preset": "trusted_private_chat", "invite": [bob.user_id], "is_direct": true }))
+        .await;
     bob.join(&room).await;
     let event = alice.send_text(&room, "psst").await;
     assert_eq!(room_counts(&bob, &room, None).await, (1, 0));
@@ -252,11 +253,17 @@ async fn notifications_page_newest_first_with_read_flags_and_only_highlight() {
     assert_eq!(seen, expected, "newest first, read up to the receipt");
 
     let highlights = assert_ok(bob.get("/_matrix/client/v3/notifications?only=highlight").await);
-    let ids: Vec<&str> =
-        highlights["notifications"].as_array().unwrap().iter().map(|n| n["event"]["event_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = highlights["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["event"]["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [sent[4].as_str(), sent[2].as_str(), sent[0].as_str()]);
     assert!(highlights.get("next_token").is_none());
-    assert!(assert_ok(alice.get("/_matrix/client/v3/notifications").await)["notifications"].as_array().unwrap().is_empty());
+    assert!(
+        assert_ok(alice.get("/_matrix/client/v3/notifications").await)["notifications"].as_array().unwrap().is_empty()
+    );
     assert_err(&bob.get("/_matrix/client/v3/notifications?from=xyz").await, 400, "M_INVALID_PARAM");
     assert_err(&bob.get("/_matrix/client/v3/notifications?limit=x").await, 400, "M_INVALID_PARAM");
 }

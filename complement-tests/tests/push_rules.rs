@@ -166,7 +166,11 @@ async fn bad_requests_get_the_spec_errors() {
 
     // Bodies.
     assert_err(&alice.put(&rule_path("override", "x"), json!({})).await, 400, "M_BAD_JSON");
-    assert_err(&alice.put(&rule_path("override", "x"), json!({ "actions": ["explode"] })).await, 400, "M_INVALID_PARAM");
+    assert_err(
+        &alice.put(&rule_path("override", "x"), json!({ "actions": ["explode"] })).await,
+        400,
+        "M_INVALID_PARAM",
+    );
     let bad_condition = json!({ "actions": [], "conditions": [{ "kind": "event_match" }] });
     assert_err(&alice.put(&rule_path("override", "x"), bad_condition).await, 400, "M_INVALID_PARAM");
     assert_err(&alice.put(&rule_path("content", "x"), notify.clone()).await, 400, "M_INVALID_PARAM");
@@ -200,7 +204,8 @@ async fn changes_reach_sync_as_push_rules_account_data_and_wake_the_long_poll() 
     let body = assert_ok(poll.await.unwrap());
     assert!(started.elapsed().as_secs() < 5, "the change did not wake the long-poll");
     let events = body["account_data"]["events"].as_array().cloned().unwrap_or_default();
-    let rules = events.iter().find(|e| e["type"] == "m.push_rules").unwrap_or_else(|| panic!("no m.push_rules: {body}"));
+    let rules =
+        events.iter().find(|e| e["type"] == "m.push_rules").unwrap_or_else(|| panic!("no m.push_rules: {body}"));
     let overrides = ids(&rules["content"]["global"], "override");
     assert_eq!(overrides[..2], [".m.rule.master", "woken"], "the whole ruleset: {rules}");
     let path = format!("/_matrix/client/v3/user/{}/account_data/m.push_rules", enc(&alice.user_id));

@@ -90,7 +90,11 @@ macro_rules! impl_push_sql {
                 .await?)
             }
 
-            async fn read_positions(&self, user_id: &str, room_id: &str) -> $crate::storage::Result<Vec<(String, i64)>> {
+            async fn read_positions(
+                &self,
+                user_id: &str,
+                room_id: &str,
+            ) -> $crate::storage::Result<Vec<(String, i64)>> {
                 Ok(sqlx::query_as($crate::storage::sql_push::read_positions_sql())
                     .bind(user_id)
                     .bind(room_id)

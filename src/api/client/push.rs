@@ -18,10 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/client/v3/pushrules/", get(all_rules))
         .route("/_matrix/client/v3/pushrules/global", get(global_rules))
         .route("/_matrix/client/v3/pushrules/global/", get(global_rules))
-        .route(
-            "/_matrix/client/v3/pushrules/global/{kind}/{rule_id}",
-            get(get_rule).put(put_rule).delete(delete_rule),
-        )
+        .route("/_matrix/client/v3/pushrules/global/{kind}/{rule_id}", get(get_rule).put(put_rule).delete(delete_rule))
         .route("/_matrix/client/v3/pushrules/global/{kind}/{rule_id}/enabled", get(get_enabled).put(put_enabled))
         .route("/_matrix/client/v3/pushrules/global/{kind}/{rule_id}/actions", get(get_actions).put(put_actions))
         .route("/_matrix/client/v3/notifications", get(notifications))
@@ -88,7 +85,13 @@ async fn delete_rule(
     Ok(axum::Json(json!({})))
 }
 
-async fn get_attribute(state: &AppState, auth: &Auth, kind: &str, rule_id: &str, attr: &str) -> Result<axum::Json<Value>> {
+async fn get_attribute(
+    state: &AppState,
+    auth: &Auth,
+    kind: &str,
+    rule_id: &str,
+    attr: &str,
+) -> Result<axum::Json<Value>> {
     Ok(axum::Json(state.services.push.rule_attribute(&user(auth)?, kind, rule_id, attr).await?))
 }
 

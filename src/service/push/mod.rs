@@ -43,7 +43,13 @@ impl Push {
 
     /// `(notification_count, highlight_count)` for the user's unread events in
     /// the room up to stream position `upto`; `per_thread` splits threads out.
-    pub async fn unread_counts(&self, user_id: &str, room_id: &str, upto: i64, per_thread: bool) -> Result<UnreadCounts> {
+    pub async fn unread_counts(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        upto: i64,
+        per_thread: bool,
+    ) -> Result<UnreadCounts> {
         let mut counts = UnreadCounts::default();
         for thread in self.storage.unread_counts(user_id, room_id, upto).await? {
             let pair = (thread.notifications, thread.highlights);
@@ -92,7 +98,8 @@ impl Push {
                 read.insert(row.room_id.clone(), positions.into_iter().collect());
             }
             let positions = &read[&row.room_id];
-            let read_upto = positions.get("").copied().unwrap_or(0).max(positions.get(&row.thread_id).copied().unwrap_or(0));
+            let read_upto =
+                positions.get("").copied().unwrap_or(0).max(positions.get(&row.thread_id).copied().unwrap_or(0));
             let mut event = client_event(event, None)?;
             if let Some(object) = event.as_object_mut() {
                 object.remove("room_id");

@@ -70,9 +70,11 @@ impl Push {
 
     pub async fn set_pusher(&self, user_id: &str, request: PusherRequest) -> Result<()> {
         let mut missing = Vec::new();
-        for (name, absent) in
-            [("pushkey", request.pushkey.is_none()), ("app_id", request.app_id.is_none()), ("kind", request.kind.is_none())]
-        {
+        for (name, absent) in [
+            ("pushkey", request.pushkey.is_none()),
+            ("app_id", request.app_id.is_none()),
+            ("kind", request.kind.is_none()),
+        ] {
             if absent {
                 missing.push(name);
             }
@@ -112,11 +114,14 @@ impl Push {
         }
         match kind.as_str() {
             "http" => {
-                let url = data.get("url").and_then(Value::as_str).ok_or_else(|| {
-                    Error::missing_param("An http pusher needs data.url")
-                })?;
+                let url = data
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::missing_param("An http pusher needs data.url"))?;
                 if !valid_gateway_url(url) {
-                    return Err(Error::invalid_param(format!("data.url must be an HTTPS URL with the path {NOTIFY_PATH}")));
+                    return Err(Error::invalid_param(format!(
+                        "data.url must be an HTTPS URL with the path {NOTIFY_PATH}"
+                    )));
                 }
                 if let Some(format) = data.get("format")
                     && format.as_str() != Some("event_id_only")

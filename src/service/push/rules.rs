@@ -50,9 +50,7 @@ pub fn ruleset_json(ruleset: &Ruleset) -> Result<Value> {
 /// Actions as the spec allows them: "notify", the deprecated no-ops
 /// "dont_notify" and "coalesce", or a `set_tweak` object.
 fn parse_actions(value: Option<&Value>) -> Result<Vec<Action>> {
-    let list = value
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::bad_json("'actions' must be a list of actions"))?;
+    let list = value.and_then(Value::as_array).ok_or_else(|| Error::bad_json("'actions' must be a list of actions"))?;
     for action in list {
         let known = match action {
             Value::String(s) => matches!(s.as_str(), "notify" | "dont_notify" | "coalesce"),
@@ -63,7 +61,8 @@ fn parse_actions(value: Option<&Value>) -> Result<Vec<Action>> {
             return Err(Error::invalid_param(format!("Unrecognised action {action}")));
         }
     }
-    serde_json::from_value(Value::Array(list.clone())).map_err(|e| Error::invalid_param(format!("Invalid actions: {e}")))
+    serde_json::from_value(Value::Array(list.clone()))
+        .map_err(|e| Error::invalid_param(format!("Invalid actions: {e}")))
 }
 
 /// The rule a `PUT /pushrules/global/{kind}/{ruleId}` body describes.
@@ -81,7 +80,9 @@ fn new_rule(kind: &RuleKind, rule_id: &str, body: &Value) -> Result<NewPushRule>
         }
     };
     Ok(match kind {
-        RuleKind::Override => NewPushRule::Override(NewConditionalPushRule::new(rule_id.into(), conditions()?, actions)),
+        RuleKind::Override => {
+            NewPushRule::Override(NewConditionalPushRule::new(rule_id.into(), conditions()?, actions))
+        }
         RuleKind::Underride => {
             NewPushRule::Underride(NewConditionalPushRule::new(rule_id.into(), conditions()?, actions))
         }
@@ -202,7 +203,9 @@ impl Push {
         }
         let change = match attr {
             "enabled" => Change::Enabled(
-                body.get("enabled").and_then(Value::as_bool).ok_or_else(|| Error::bad_json("'enabled' must be a boolean"))?,
+                body.get("enabled")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| Error::bad_json("'enabled' must be a boolean"))?,
             ),
             "actions" => Change::Actions(parse_actions(body.get("actions"))?),
             _ => return Err(Error::not_found("Unknown push rule attribute")),

@@ -128,6 +128,8 @@ mod tests {
         let parsed = parse(user, Some(stored));
         assert!(parsed.get(RuleKind::Override, ".m.rule.master").unwrap().enabled());
         assert!(parsed.get(RuleKind::Underride, ".m.rule.call").is_some());
-        assert!(!parse(user, Some("{\"global\": 5}".into())).get(RuleKind::Override, ".m.rule.master").unwrap().enabled());
+        assert!(
+            !parse(user, Some("{\"global\": 5}".into())).get(RuleKind::Override, ".m.rule.master").unwrap().enabled()
+        );
     }
 }
