@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::extract::{Auth, Json, Query};
 use crate::error::{Error, Result};
-use crate::service::push::PusherRequest;
+use crate::service::push::{Placement, PusherRequest};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,7 +47,7 @@ async fn get_rule(
 }
 
 #[derive(Deserialize)]
-struct Placement {
+struct PlacementQuery {
     before: Option<String>,
     after: Option<String>,
 }
@@ -56,7 +56,7 @@ async fn put_rule(
     State(state): State<AppState>,
     auth: Auth,
     Path((kind, rule_id)): Path<(String, String)>,
-    Query(placement): Query<Placement>,
+    Query(placement): Query<PlacementQuery>,
     Json(body): Json<Value>,
 ) -> Result<axum::Json<Value>> {
     let services = &state.services;
@@ -67,8 +67,7 @@ async fn put_rule(
             &user(&auth)?,
             &kind,
             &rule_id,
-            placement.before.as_deref(),
-            placement.after.as_deref(),
+            Placement { before: placement.before.as_deref(), after: placement.after.as_deref() },
             &body,
         )
         .await?;

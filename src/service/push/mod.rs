@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 pub use evaluate::{Evaluator, MAIN_THREAD, RoomPushContext};
 pub use pushers::PusherRequest;
+pub use rules::Placement;
 pub use rulesets::Rulesets;
 
 use crate::error::{Error, Result};

@@ -12,6 +12,13 @@ use super::Push;
 use crate::error::{Error, Result};
 use crate::service::account_data::AccountData;
 
+/// Where `PUT` places a rule: next-most important than `before`, next-less than `after`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Placement<'a> {
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+}
+
 /// The rule kinds in the spec's order of priority.
 const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
 
@@ -127,10 +134,10 @@ impl Push {
         user_id: &UserId,
         kind_name: &str,
         rule_id: &str,
-        before: Option<&str>,
-        after: Option<&str>,
+        placement: Placement<'_>,
         body: &Value,
     ) -> Result<()> {
+        let Placement { before, after } = placement;
         let kind = kind(kind_name)?;
         if rule_id.starts_with('.') {
             return Err(Error::invalid_param("Rule ids starting with '.' are reserved for server-default rules"));
