@@ -11,10 +11,10 @@ CREATE TABLE event_push_actions (
     ts              BIGINT NOT NULL,
     PRIMARY KEY (user_id, room_id, stream_ordering)
 );
--- GET /notifications pages through a user's rows across rooms, newest first.
-CREATE INDEX event_push_actions_user ON event_push_actions (user_id, stream_ordering);
--- A redaction removes the notifications of its target.
-CREATE INDEX event_push_actions_event ON event_push_actions (stream_ordering);
+-- No secondary index: every page an event's transaction touches is written
+-- again to the WAL, and a room's messages are the hot path. GET /notifications
+-- reads a user's rows through the primary key; a redaction deletes its
+-- target's rows member by member.
 
 -- Sending an event marks the sender's notifications up to it as read (in its
 -- thread): each user's latest event per room and thread. Kept by a trigger so

@@ -213,9 +213,11 @@ macro_rules! impl_room_sql {
                     sqlx::query("DELETE FROM event_search WHERE event_id = $1").bind(target).execute(&mut *tx).await?;
                     sqlx::query(
                         "DELETE FROM event_push_actions
-                         WHERE stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
+                         WHERE user_id IN (SELECT user_id FROM memberships WHERE room_id = $2) AND room_id = $2
+                             AND stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
                     )
                         .bind(target)
+                        .bind(&e.room_id)
                         .execute(&mut *tx)
                         .await?;
                     sqlx::query("UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1")

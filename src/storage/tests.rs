@@ -353,6 +353,9 @@ async fn push_actions_counts_per_thread_after_receipts() {
             stream_id,
         };
         let main = |n: i64, h: i64| ("main".to_owned(), n, h);
+        // Bob's membership (a redaction finds the rows to delete through the room's members).
+        let join = stored(100, "$join", "!p:x", Some("@b:x"), 0);
+        s.persist_event(&NewEvent { membership: Some("join"), ..plain(&join) }).await.unwrap();
         let e1 = stored(1, "$1", "!p:x", None, 0);
         s.persist_event(&NewEvent { push_actions: &[row(false, "main")], ..plain(&e1) }).await.unwrap();
         let e2 = stored(2, "$2", "!p:x", None, 0);
