@@ -93,6 +93,12 @@ async fn messages_count_for_the_other_members_and_a_read_receipt_resets_them() {
     bob.send_text(&room, "my turn").await;
     assert_eq!(room_counts(&bob, &room, None).await, (0, 0));
     assert_eq!(room_counts(&alice, &room, None).await, (1, 0));
+
+    // A redacted event no longer counts.
+    let oops = alice.send_text(&room, "oops").await;
+    assert_eq!(room_counts(&bob, &room, None).await, (1, 0));
+    alice.redact(&room, &oops, None).await;
+    assert_eq!(room_counts(&bob, &room, None).await, (0, 0), "the redaction itself does not notify");
 }
 
 #[tokio::test]
