@@ -10,6 +10,7 @@ pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod presence;
+pub mod push;
 pub mod rate_limit;
 pub mod registration;
 pub mod room_versions;
@@ -45,6 +46,7 @@ pub struct Services {
     /// Membership events each device was sent by lazy-loading syncs.
     pub lazy_members: sync::LazyMembers,
     pub media: media::MediaService,
+    pub push: push::Push,
 }
 
 use auth::Authenticator;
@@ -58,7 +60,10 @@ impl Services {
         let auth = Arc::new(Authenticator::new(storage.clone()));
         let signing_key = Arc::new(signing_key);
         let notifier = Arc::new(notifier::Notifier::new(storage.clone()));
-        let rooms = rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone()).await?;
+        let rulesets = Arc::new(push::Rulesets::new(storage.clone()));
+        let rooms =
+            rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone(), rulesets.clone())
+                .await?;
         let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone()).await?;
         let presence = presence::Presence::new(&config, storage.clone(), notifier.clone()).await?;
@@ -74,6 +79,7 @@ impl Services {
             registration: registration::Registration::new(config.clone(), storage.clone()),
             account_data,
             ephemeral,
+            push: push::Push::new(storage.clone(), rulesets),
             notifier,
             uia: uia::Uia::new(Duration::from_secs(config.auth.uia_session_timeout_secs)),
             rate_limiter: rate_limit::RateLimiter::new(config.rate_limits.clone()),

@@ -9,10 +9,12 @@ mod e2ee;
 mod media;
 mod postgres;
 mod presence;
+mod push;
 mod rooms;
 mod sql;
 mod sql_e2ee;
 mod sql_media;
+mod sql_push;
 mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
@@ -183,6 +185,7 @@ pub trait RegistrationTokenStore: Send + Sync {
 pub use e2ee::*;
 pub use media::*;
 pub use presence::*;
+pub use push::*;
 pub use rooms::*;
 
 /// Tables of per-device rows, emptied when a device is deleted (`devices` last).
@@ -206,6 +209,7 @@ pub trait Storage:
     + E2eeStore
     + PresenceStore
     + MediaStore
+    + PushStore
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;

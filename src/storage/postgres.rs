@@ -8,7 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use super::sql_rooms::EVENT_COLUMNS;
 use super::{
     PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_e2ee::impl_e2ee_sql,
-    sql_media::impl_media_sql, sql_rooms::impl_room_sql,
+    sql_media::impl_media_sql, sql_push::impl_push_sql, sql_rooms::impl_room_sql,
 };
 
 pub struct PgStore {
@@ -32,6 +32,7 @@ impl_shared_sql!(PgStore);
 impl_room_sql!(PgStore);
 impl_e2ee_sql!(PgStore);
 impl_media_sql!(PgStore);
+impl_push_sql!(PgStore);
 
 #[async_trait]
 impl Storage for PgStore {

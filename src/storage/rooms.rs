@@ -72,6 +72,8 @@ pub struct NewEvent<'a> {
     pub relation: Option<(&'a str, &'a str)>,
     /// `(key, text)` to index for full-text search (content.body, name or topic).
     pub search: Option<(&'a str, &'a str)>,
+    /// The notifications the event gives local members (see `PushStore`).
+    pub push_actions: &'a [super::PushActionRow],
 }
 
 /// One search hit: the event and its rank (higher is better).

@@ -198,8 +198,28 @@ macro_rules! impl_room_sql {
                 if let Some((key, text)) = new.search {
                     Self::index_search(&mut tx, e, key, text).await?;
                 }
+                for chunk in new.push_actions.chunks($crate::storage::sql_push::PUSH_ACTIONS_PER_INSERT) {
+                    let sql = $crate::storage::sql_push::insert_push_actions_sql(chunk.len());
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&e.room_id)
+                        .bind(e.stream_ordering)
+                        .bind(e.origin_server_ts);
+                    for row in chunk {
+                        query = query.bind(&row.user_id).bind(&row.thread_id).bind(row.highlight).bind(&row.actions);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
                 if let Some((target, redacted_json)) = new.redaction {
                     sqlx::query("DELETE FROM event_search WHERE event_id = $1").bind(target).execute(&mut *tx).await?;
+                    sqlx::query(
+                        "DELETE FROM event_push_actions
+                         WHERE user_id IN (SELECT user_id FROM memberships WHERE room_id = $2) AND room_id = $2
+                             AND stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
+                    )
+                        .bind(target)
+                        .bind(&e.room_id)
+                        .execute(&mut *tx)
+                        .await?;
                     sqlx::query("UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1")
                         .bind(target)
                         .bind(redacted_json)

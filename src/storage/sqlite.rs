@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use super::sql_rooms::{EVENT_COLUMNS, placeholders};
 use super::{
     PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_e2ee::impl_e2ee_sql,
-    sql_media::impl_media_sql, sql_rooms::impl_room_sql,
+    sql_media::impl_media_sql, sql_push::impl_push_sql, sql_rooms::impl_room_sql,
 };
 
 pub struct SqliteStore {
@@ -46,6 +46,7 @@ impl_shared_sql!(SqliteStore);
 impl_room_sql!(SqliteStore);
 impl_e2ee_sql!(SqliteStore);
 impl_media_sql!(SqliteStore);
+impl_push_sql!(SqliteStore);
 
 #[async_trait]
 impl Storage for SqliteStore {

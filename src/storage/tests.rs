@@ -220,6 +220,7 @@ fn plain(event: &StoredEvent) -> NewEvent<'_> {
         redaction: None,
         relation: None,
         search: None,
+        push_actions: &[],
     }
 }
 
@@ -317,6 +318,133 @@ async fn events_state_groups_and_pagination() {
         assert!(!s.create_alias("#a:x", "!r:x", "@a:x").await.unwrap());
         assert_eq!(s.room_aliases("!r:x").await.unwrap(), vec!["#a:x".to_owned()]);
         assert!(s.delete_alias("#a:x").await.unwrap());
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn push_actions_counts_per_thread_after_receipts() {
+    for f in fixtures().await {
+        let s = &f.storage;
+        let row = |highlight: bool, thread: &str| PushActionRow {
+            user_id: "@b:x".into(),
+            thread_id: thread.into(),
+            highlight,
+            actions: "[\"notify\"]".into(),
+        };
+        let counts = |upto: i64| async move {
+            let mut c: Vec<(String, i64, i64)> = s
+                .unread_counts("@b:x", "!p:x", upto)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.thread_id, t.notifications, t.highlights))
+                .collect();
+            c.sort();
+            c
+        };
+        let receipt = |receipt_type: &str, thread: &str, event: &str, stream_id: i64| ReceiptRow {
+            room_id: "!p:x".into(),
+            receipt_type: receipt_type.into(),
+            user_id: "@b:x".into(),
+            thread_id: thread.into(),
+            event_id: event.into(),
+            ts: 0,
+            stream_id,
+        };
+        let main = |n: i64, h: i64| ("main".to_owned(), n, h);
+        // Bob's membership (a redaction finds the rows to delete through the room's members).
+        let join = stored(100, "$join", "!p:x", Some("@b:x"), 0);
+        s.persist_event(&NewEvent { membership: Some("join"), ..plain(&join) }).await.unwrap();
+        let e1 = stored(1, "$1", "!p:x", None, 0);
+        s.persist_event(&NewEvent { push_actions: &[row(false, "main")], ..plain(&e1) }).await.unwrap();
+        let e2 = stored(2, "$2", "!p:x", None, 0);
+        s.persist_event(&NewEvent { push_actions: &[row(true, "main")], ..plain(&e2) }).await.unwrap();
+        let e3 = stored(3, "$3", "!p:x", None, 0);
+        let in_thread = [row(false, "$1")];
+        s.persist_event(&NewEvent { push_actions: &in_thread, relation: Some(("$1", "m.thread")), ..plain(&e3) })
+            .await
+            .unwrap();
+        assert_eq!(counts(10).await, vec![("$1".to_owned(), 1, 0), main(2, 1)], "{}", s.engine());
+        assert_eq!(counts(1).await, vec![main(1, 0)], "counts stop at the sync position");
+
+        // An unthreaded receipt covers every thread; a threaded one only its own.
+        s.put_receipt(&receipt("m.read.private", "", "$1", 1)).await.unwrap();
+        assert_eq!(counts(10).await, vec![("$1".to_owned(), 1, 0), main(1, 1)]);
+        s.put_receipt(&receipt("m.read", "$1", "$3", 2)).await.unwrap();
+        assert_eq!(counts(10).await, vec![main(1, 1)]);
+        s.put_receipt(&receipt("m.read", "main", "$2", 3)).await.unwrap();
+        assert_eq!(counts(10).await, vec![]);
+
+        // The user's own event reads their notifications before it in its thread.
+        let e4 = stored(4, "$4", "!p:x", None, 0);
+        s.persist_event(&NewEvent { push_actions: &[row(false, "main")], ..plain(&e4) }).await.unwrap();
+        assert_eq!(counts(10).await, vec![main(1, 0)]);
+        let mut e5 = stored(5, "$5", "!p:x", None, 0);
+        e5.sender = "@b:x".into();
+        s.persist_event(&plain(&e5)).await.unwrap();
+        assert_eq!(counts(10).await, vec![]);
+
+        let all = s.notifications("@b:x", i64::MAX, false, 10).await.unwrap();
+        assert_eq!(all.iter().map(|n| n.event_id.as_str()).collect::<Vec<_>>(), vec!["$4", "$3", "$2", "$1"]);
+        assert_eq!(all[1].thread_id, "$1");
+        let page = s.notifications("@b:x", 3, false, 1).await.unwrap();
+        assert_eq!(page.iter().map(|n| n.event_id.as_str()).collect::<Vec<_>>(), vec!["$2"]);
+        let highlights = s.notifications("@b:x", i64::MAX, true, 10).await.unwrap();
+        assert_eq!(highlights.iter().map(|n| n.event_id.as_str()).collect::<Vec<_>>(), vec!["$2"]);
+        let mut positions = s.read_positions("@b:x", "!p:x").await.unwrap();
+        positions.sort();
+        assert_eq!(positions, vec![("".to_owned(), 1), ("$1".to_owned(), 3), ("main".to_owned(), 5)]);
+
+        // A redaction drops its target's notifications.
+        let e6 = stored(6, "$6", "!p:x", None, 0);
+        s.persist_event(&NewEvent { redaction: Some(("$2", "{}")), ..plain(&e6) }).await.unwrap();
+        assert!(s.notifications("@b:x", i64::MAX, true, 10).await.unwrap().is_empty());
+
+        // The user's own reply in a thread reads that thread only.
+        let e7 = stored(7, "$7", "!p:x", None, 0);
+        let rows = [row(false, "$1"), row(false, "main")];
+        s.persist_event(&NewEvent { push_actions: &rows[..1], relation: Some(("$1", "m.thread")), ..plain(&e7) })
+            .await
+            .unwrap();
+        let e8 = stored(8, "$8", "!p:x", None, 0);
+        s.persist_event(&NewEvent { push_actions: &rows[1..], ..plain(&e8) }).await.unwrap();
+        assert_eq!(counts(10).await, vec![("$1".to_owned(), 1, 0), main(1, 0)]);
+        let mut e9 = stored(9, "$9", "!p:x", None, 0);
+        e9.sender = "@b:x".into();
+        e9.json = r#"{"content":{"m.relates_to":{"rel_type":"m.thread","event_id":"$1"}}}"#.into();
+        s.persist_event(&NewEvent { relation: Some(("$1", "m.thread")), ..plain(&e9) }).await.unwrap();
+        assert_eq!(counts(10).await, vec![main(1, 0)], "{}", s.engine());
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn pushers_replace_append_and_delete() {
+    for f in fixtures().await {
+        let s = &f.storage;
+        let pusher = |user: &str, lang: &str| PusherRow {
+            user_id: user.into(),
+            app_id: "app".into(),
+            pushkey: "key".into(),
+            kind: "http".into(),
+            app_display_name: "App".into(),
+            device_display_name: "Phone".into(),
+            profile_tag: None,
+            lang: lang.into(),
+            data: "{\"url\":\"https://p/_matrix/push/v1/notify\"}".into(),
+            created_ts: 1,
+        };
+        s.set_pusher(&pusher("@a:x", "en"), false).await.unwrap();
+        s.set_pusher(&pusher("@a:x", "fr"), false).await.unwrap();
+        assert_eq!(s.pushers("@a:x").await.unwrap(), vec![pusher("@a:x", "fr")], "{}", s.engine());
+        s.set_pusher(&pusher("@b:x", "en"), true).await.unwrap();
+        assert_eq!(s.pushers("@a:x").await.unwrap().len(), 1, "append keeps other users' pusher");
+        s.set_pusher(&pusher("@c:x", "en"), false).await.unwrap();
+        assert!(s.pushers("@a:x").await.unwrap().is_empty(), "without append the key moves to the new user");
+        assert!(s.pushers("@b:x").await.unwrap().is_empty());
+        assert!(s.delete_pusher("@c:x", "app", "key").await.unwrap());
+        assert!(!s.delete_pusher("@c:x", "app", "key").await.unwrap());
         f.finish().await;
     }
 }

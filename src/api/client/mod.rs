@@ -10,6 +10,7 @@ mod keys;
 mod meta;
 mod presence;
 mod profile;
+mod push;
 mod register;
 mod reports;
 mod room_keys;
@@ -45,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .merge(presence::routes())
         .merge(to_device::routes())
         .merge(room_keys::routes())
+        .merge(push::routes())
 }
 
 /// Only the owner may act on their own user-scoped resources.

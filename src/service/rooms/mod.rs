@@ -3,7 +3,7 @@
 mod create;
 mod directory;
 pub mod filter;
-mod format;
+pub(crate) mod format;
 mod hierarchy;
 pub mod ids;
 mod membership;
@@ -49,11 +49,19 @@ impl Rooms {
         storage: Arc<dyn Storage>,
         signing_key: Arc<SigningKey>,
         notifier: Arc<crate::service::notifier::Notifier>,
+        rulesets: Arc<crate::service::push::Rulesets>,
     ) -> Result<Self> {
         let state = Arc::new(state::StateStore::new(storage.clone()));
-        let timeline =
-            timeline::Timeline::new(storage.clone(), state.clone(), signing_key, config.server_name.clone(), notifier)
-                .await?;
+        let push = crate::service::push::Evaluator::new(rulesets, config.server_name.clone());
+        let timeline = timeline::Timeline::new(
+            storage.clone(),
+            state.clone(),
+            signing_key,
+            config.server_name.clone(),
+            notifier,
+            push,
+        )
+        .await?;
         Ok(Self { config, storage, timeline, state, versions: moka::future::Cache::new(100_000) })
     }
 

@@ -15,6 +15,7 @@ use super::state::{StateChange, StateMap, StateStore};
 use crate::error::{Error, Result};
 use crate::service::notifier::{EventNotice, Notifier};
 use crate::service::now_ms;
+use crate::service::push::{Evaluator, RoomPushContext};
 use crate::service::signing_key::SigningKey;
 use crate::storage::{NewEvent, Storage, StoredEvent, TxnKey};
 
@@ -66,6 +67,8 @@ struct RoomHead {
     position: i64,
     /// The latest state changes, oldest first.
     recent: VecDeque<StateChange>,
+    /// What push rule evaluation needs to know of the room; loaded on first use.
+    push: Option<RoomPushContext>,
 }
 
 /// A new room's first event decides its id (v12) and its head.
@@ -87,6 +90,7 @@ pub struct Timeline {
     notifier: Arc<Notifier>,
     /// Each room's latest event position (lets /sync skip quiet rooms).
     pub activity: crate::service::activity::RoomActivity,
+    push: Evaluator,
 }
 
 impl Timeline {
@@ -96,6 +100,7 @@ impl Timeline {
         signing_key: Arc<SigningKey>,
         server_name: String,
         notifier: Arc<Notifier>,
+        push: Evaluator,
     ) -> Result<Self> {
         let ids = super::ids::IdAllocator::load(storage.as_ref()).await?;
         Ok(Self {
@@ -108,6 +113,7 @@ impl Timeline {
             events: moka::future::Cache::builder().max_capacity(50_000).build(),
             notifier,
             activity: Default::default(),
+            push,
         })
     }
 
@@ -153,6 +159,7 @@ impl Timeline {
             state_group: latest.state_group,
             position: group.map(|g| g.position).unwrap_or(0),
             recent: VecDeque::new(),
+            push: None,
         })
     }
 
@@ -168,6 +175,7 @@ impl Timeline {
             state_group: 0,
             position: 0,
             recent: VecDeque::new(),
+            push: None,
         };
         if !head.rules.authorization.room_create_event_id_as_room_id {
             head.room_id = format!("!{}:{}", crate::service::secrets::random_id(18), self.server_name);
@@ -197,6 +205,7 @@ impl Timeline {
                 return Err(Error::internal("room id collision"));
             }
         };
+        head.push = Some(RoomPushContext::new_room(&head.room_id)?);
         let writer = self.writer(&head.room_id);
         let mut guard = writer.lock().await;
         self.authorize_and_persist(&mut head, object, event_id, &draft, &Origin { sender, txn: None }).await?;
@@ -415,6 +424,16 @@ impl Timeline {
             _ => None,
         };
 
+        // Notifications are stored with the event, so a /sync that sees the event
+        // sees the counts it changed. Evaluated before a stream position is
+        // taken: events of other rooms become visible only once every earlier
+        // position is stored, so the position is held no longer than the write.
+        if head.push.is_none() {
+            head.push = Some(RoomPushContext::load(self.storage.as_ref(), &head.room_id, &rules.authorization).await?);
+        }
+        let push_context = head.push.as_mut().expect("loaded above");
+        let push_actions = self.push.evaluate(push_context, origin.sender, &json, &draft.content).await?;
+
         // The state after, and its snapshot when the event changes state.
         let stream = self.ids.next_stream();
         let (state_group, new_group, new_state) = match &draft.state_key {
@@ -476,6 +495,7 @@ impl Timeline {
                 redaction: redaction.as_ref().map(|(target, json)| (target.as_str(), json.as_str())),
                 relation: relation(&draft.content),
                 search: searchable(&draft.kind, &draft.content),
+                push_actions: &push_actions,
             })
             .await;
         if let Err(e) = persisted {
@@ -500,6 +520,9 @@ impl Timeline {
             self.events.invalidate(target).await;
         }
         head.extremities = vec![(event_id.to_string(), stored.depth)];
+        if let (Some(state_key), Some(push)) = (&draft.state_key, head.push.as_mut()) {
+            push.apply(&draft.kind, state_key, origin.sender, &draft.content, &rules.authorization);
+        }
         if let (Some(state), Some(group)) = (new_state, new_group) {
             self.state.remember(group.id, state.clone()).await;
             head.state = state;

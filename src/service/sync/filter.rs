@@ -17,6 +17,8 @@ pub struct SyncFilter {
     pub lazy_load_members: bool,
     pub include_redundant_members: bool,
     pub include_leave: bool,
+    /// `room.timeline.unread_thread_notifications`: counts per thread.
+    pub unread_thread_notifications: bool,
     rooms: Option<Vec<String>>,
     not_rooms: Vec<String>,
     account_data_types: Option<Vec<String>>,
@@ -61,6 +63,10 @@ impl SyncFilter {
             timeline_limit,
             state,
             include_leave: room.and_then(|r| r.get("include_leave")).and_then(Value::as_bool).unwrap_or(false),
+            unread_thread_notifications: section("timeline")
+                .and_then(|t| t.get("unread_thread_notifications"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             rooms: strings(room.and_then(|r| r.get("rooms")))?,
             not_rooms: strings(room.and_then(|r| r.get("not_rooms")))?.unwrap_or_default(),
             account_data_types: strings(account_data.and_then(|a| a.get("types")))?,
@@ -195,7 +201,7 @@ mod tests {
     fn reads_the_sync_filter_sections() {
         let filter = SyncFilter::from_json(&json!({
             "room": {
-                "timeline": { "limit": 3, "types": ["m.room.message"] },
+                "timeline": { "limit": 3, "types": ["m.room.message"], "unread_thread_notifications": true },
                 "state": { "lazy_load_members": true },
                 "include_leave": true,
                 "not_rooms": ["!b:x"],
@@ -204,7 +210,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(filter.timeline_limit(), 3);
-        assert!(filter.lazy_load_members && filter.include_leave);
+        assert!(filter.lazy_load_members && filter.include_leave && filter.unread_thread_notifications);
+        assert!(!SyncFilter::default().unread_thread_notifications);
         assert!(filter.room_allowed("!a:x") && !filter.room_allowed("!b:x"));
         assert!(!filter.account_data_allowed("m.push_rules") && filter.account_data_allowed("m.direct"));
         assert!(SyncFilter::from_json(&json!({ "room": { "timeline": { "limit": "x" } } })).is_err());

@@ -376,6 +376,12 @@ async fn joined_room(
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": account_data.iter().map(account_data_event).collect::<Vec<_>>() },
     });
+    let counts = services.push.unread_counts(user_id, room_id, now.events, filter.unread_thread_notifications).await?;
+    room["unread_notifications"] = count_json(counts.room);
+    if !counts.threads.is_empty() {
+        let threads: Map<String, Value> = counts.threads.into_iter().map(|(root, c)| (root, count_json(c))).collect();
+        room["unread_thread_notifications"] = Value::Object(threads);
+    }
     let membership_changed = timeline.iter().chain(state_events.iter()).any(|e| e.event_type == "m.room.member");
     if full || membership_changed {
         room["summary"] = summary(services, room_id, user_id).await?;
@@ -458,6 +464,10 @@ async fn room_active_since(services: &Services, room_id: &str, since: SyncToken)
         return Ok(true);
     }
     Ok(services.ephemeral.typing_event(room_id, since.typing, i64::MAX).is_some())
+}
+
+fn count_json((notifications, highlights): (i64, i64)) -> Value {
+    json!({ "notification_count": notifications, "highlight_count": highlights })
 }
 
 /// The position just after a room's latest event at or before `upto`.
