@@ -88,10 +88,11 @@ pub trait E2eeStore: Send + Sync {
     /// Replaces the device's fallback key for the algorithm (the same key keeps its `used` flag).
     async fn put_fallback_key(&self, user_id: &str, device_id: &str, key: &NewKey) -> Result<()>;
     async fn unused_fallback_key_types(&self, user_id: &str, device_id: &str) -> Result<Vec<String>>;
-    /// Takes one key of the algorithm for the device: a one-time key (removed,
-    /// never handed out twice, even to concurrent claims) or else the fallback
-    /// key (marked used). Returns `(full key id, key json)`.
-    async fn claim_key(&self, user_id: &str, device_id: &str, algorithm: &str) -> Result<Option<(String, String)>>;
+    /// Takes one key per `(user, device, algorithm)`, all in one transaction: a
+    /// one-time key (removed, never handed out twice, even to concurrent claims)
+    /// or else the fallback key (marked used). Returns `(full key id, key json)`
+    /// for each request, in order.
+    async fn claim_keys(&self, wanted: &[(String, String, String)]) -> Result<Vec<Option<(String, String)>>>;
 
     async fn put_cross_signing_key(&self, user_id: &str, key_type: &str, key_json: &str) -> Result<()>;
     async fn cross_signing_keys_of(&self, user_ids: &[String]) -> Result<Vec<CrossSigningKeyRow>>;

@@ -123,54 +123,67 @@ macro_rules! impl_e2ee_sql {
                 .await?)
             }
 
-            async fn claim_key(
+            async fn claim_keys(
                 &self,
-                user_id: &str,
-                device_id: &str,
-                algorithm: &str,
-            ) -> $crate::storage::Result<Option<(String, String)>> {
-                // The DELETE decides who gets a key: under concurrent claims on
-                // PostgreSQL the loser's DELETE matches no row, and it tries the next key.
-                loop {
-                    let claimed: Option<(String, String)> = sqlx::query_as(
-                        "DELETE FROM e2e_one_time_keys
-                         WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = (
-                             SELECT key_id FROM e2e_one_time_keys
-                             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-                             ORDER BY key_id LIMIT 1)
-                         RETURNING key_id, key_json",
-                    )
-                    .bind(user_id)
-                    .bind(device_id)
-                    .bind(algorithm)
-                    .fetch_optional(&self.write)
-                    .await?;
-                    if let Some((key_id, json)) = claimed {
-                        return Ok(Some((format!("{algorithm}:{key_id}"), json)));
+                wanted: &[(String, String, String)],
+            ) -> $crate::storage::Result<Vec<Option<(String, String)>>> {
+                // One transaction for the whole request: one commit, not one per device.
+                let mut tx = self.write.begin().await?;
+                let mut claimed = Vec::with_capacity(wanted.len());
+                for (user_id, device_id, algorithm) in wanted {
+                    // The DELETE decides who gets a key: under concurrent claims on
+                    // PostgreSQL the loser's DELETE matches no row, and it tries the next key.
+                    let mut one_time = None;
+                    loop {
+                        let taken: Option<(String, String)> = sqlx::query_as(
+                            "DELETE FROM e2e_one_time_keys
+                             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = (
+                                 SELECT key_id FROM e2e_one_time_keys
+                                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                                 ORDER BY key_id LIMIT 1)
+                             RETURNING key_id, key_json",
+                        )
+                        .bind(user_id)
+                        .bind(device_id)
+                        .bind(algorithm)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if taken.is_some() {
+                            one_time = taken;
+                            break;
+                        }
+                        let left: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM e2e_one_time_keys
+                             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3",
+                        )
+                        .bind(user_id)
+                        .bind(device_id)
+                        .bind(algorithm)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if left == 0 {
+                            break;
+                        }
                     }
-                    let left: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3",
-                    )
-                    .bind(user_id)
-                    .bind(device_id)
-                    .bind(algorithm)
-                    .fetch_one(&self.write)
-                    .await?;
-                    if left == 0 {
-                        break;
-                    }
+                    let key = match one_time {
+                        Some(key) => Some(key),
+                        None => {
+                            sqlx::query_as(
+                                "UPDATE e2e_fallback_keys SET used = TRUE
+                                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                                 RETURNING key_id, key_json",
+                            )
+                            .bind(user_id)
+                            .bind(device_id)
+                            .bind(algorithm)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                        }
+                    };
+                    claimed.push(key.map(|(key_id, json): (String, String)| (format!("{algorithm}:{key_id}"), json)));
                 }
-                let fallback: Option<(String, String)> = sqlx::query_as(
-                    "UPDATE e2e_fallback_keys SET used = TRUE
-                     WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-                     RETURNING key_id, key_json",
-                )
-                .bind(user_id)
-                .bind(device_id)
-                .bind(algorithm)
-                .fetch_optional(&self.write)
-                .await?;
-                Ok(fallback.map(|(key_id, json)| (format!("{algorithm}:{key_id}"), json)))
+                tx.commit().await?;
+                Ok(claimed)
             }
 
             async fn put_cross_signing_key(

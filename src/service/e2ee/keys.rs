@@ -154,8 +154,8 @@ impl E2ee {
 
     /// `/keys/claim`: one key per requested device, `wanted` = user → device → algorithm.
     pub async fn claim_keys(&self, wanted: &HashMap<String, HashMap<String, String>>) -> Result<Value> {
-        let mut claimed = Map::new();
         let mut failures = Map::new();
+        let mut requests = Vec::new();
         for (user_id, devices) in wanted {
             if !self.is_local(user_id) {
                 let server = user_id.rsplit_once(':').map(|(_, s)| s).unwrap_or(user_id);
@@ -165,15 +165,20 @@ impl E2ee {
                 );
                 continue;
             }
-            let mut user_keys = Map::new();
             for (device_id, algorithm) in devices {
-                if let Some((key_id, key_json)) = self.storage.claim_key(user_id, device_id, algorithm).await? {
-                    let key: Value = serde_json::from_str(&key_json).map_err(Error::internal)?;
-                    user_keys.insert(device_id.clone(), json!({ key_id: key }));
-                }
+                requests.push((user_id.clone(), device_id.clone(), algorithm.clone()));
             }
-            if !user_keys.is_empty() {
-                claimed.insert(user_id.clone(), Value::Object(user_keys));
+        }
+        // One order for every request: concurrent claims lock rows in the same
+        // order, so they cannot deadlock (PostgreSQL).
+        requests.sort();
+        let mut claimed = Map::new();
+        let keys = self.storage.claim_keys(&requests).await?;
+        for ((user_id, device_id, _), key) in requests.into_iter().zip(keys) {
+            if let Some((key_id, key_json)) = key {
+                let key: Value = serde_json::from_str(&key_json).map_err(Error::internal)?;
+                let user = claimed.entry(user_id).or_insert_with(|| json!({}));
+                user[device_id] = json!({ key_id: key });
             }
         }
         Ok(json!({ "one_time_keys": claimed, "failures": failures }))
