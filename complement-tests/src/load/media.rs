@@ -40,19 +40,33 @@ fn photo(width: u32, height: u32, seed: u64, format: ImageFormat) -> Result<Vec<
     let grain = noise((width * height) as usize, seed);
     let image = RgbImage::from_fn(width, height, |x, y| {
         let n = grain[(y * width + x) as usize] / 4;
-        Rgb([(x * 200 / width) as u8 + n, (y * 200 / height) as u8 + n, ((x + y) % 256) as u8 / 2 + n])
+        // Wrapping: the gradient plus grain may pass 255 (debug builds check overflow).
+        Rgb([
+            ((x * 200 / width) as u8).wrapping_add(n),
+            ((y * 200 / height) as u8).wrapping_add(n),
+            (((x + y) % 256) as u8 / 2).wrapping_add(n),
+        ])
     });
     let mut out = Cursor::new(Vec::new());
     DynamicImage::ImageRgb8(image).write_to(&mut out, format).map_err(|e| e.to_string())?;
     Ok(out.into_inner())
 }
 
-async fn upload(ctx: &Ctx, token: &str, content_type: &str, body: reqwest::Body) -> Result<String, String> {
+/// POSTs `body` of `length` bytes. The length is sent even for a streamed body:
+/// Synapse refuses an upload without Content-Length (400 M_UNKNOWN).
+async fn upload(
+    ctx: &Ctx,
+    token: &str,
+    content_type: &str,
+    length: u64,
+    body: reqwest::Body,
+) -> Result<String, String> {
     let resp = ctx
         .http
         .post(ctx.url("/_matrix/media/v3/upload"))
         .bearer_auth(token)
         .header(reqwest::header::CONTENT_TYPE, content_type)
+        .header(reqwest::header::CONTENT_LENGTH, length)
         .timeout(Duration::from_secs(3600))
         .body(body)
         .send()
@@ -121,7 +135,7 @@ impl Scenario for Download {
 async fn prepare_download(ctx: &Ctx, body: Vec<u8>, content_type: &str) -> Result<Arc<dyn Scenario>, String> {
     let user = ctx.register(&format!("{}_media", ctx.run_id), "pw-media-load").await?;
     let size = body.len() as u64;
-    let mxc = upload(ctx, &user.access_token, content_type, body.into()).await?;
+    let mxc = upload(ctx, &user.access_token, content_type, size, body.into()).await?;
     let path = format!("/_matrix/client/v1/media/download/{mxc}");
     // One download before the measured phase: the server's memory cache is warm.
     fetch_len(ctx, &user.access_token, &path).await?;
@@ -161,7 +175,7 @@ pub fn prepare_thumbnail(ctx: &Ctx) -> BoxFuture<'_, Result<Arc<dyn Scenario>, S
         let mut first_ms = Vec::new();
         for i in 0..ctx.opts.images {
             let jpeg = photo(4000, 3000, 100 + i as u64, ImageFormat::Jpeg)?;
-            let mxc = upload(ctx, &user.access_token, "image/jpeg", jpeg.clone().into()).await?;
+            let mxc = upload(ctx, &user.access_token, "image/jpeg", jpeg.len() as u64, jpeg.clone().into()).await?;
             let path = format!("/_matrix/client/v1/media/thumbnail/{mxc}?width=320&height=240&method=scale");
             let t = Instant::now();
             let len = fetch_len(ctx, &user.access_token, &path).await?;
@@ -261,7 +275,8 @@ impl Scenario for Upload {
                 let len = chunk.min(size - i * chunk) as usize;
                 Ok::<_, std::io::Error>(noise(len, mix64(seed ^ i)))
             });
-            let result = upload(ctx, &self.user.access_token, "video/mp4", reqwest::Body::wrap_stream(body)).await;
+            let body = reqwest::Body::wrap_stream(body);
+            let result = upload(ctx, &self.user.access_token, "video/mp4", size, body).await;
             sampling.store(false, Ordering::Relaxed);
             let peak = sampler.await.unwrap_or(0);
             self.rss_peak_kib.fetch_max(peak, Ordering::Relaxed);
