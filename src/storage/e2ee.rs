@@ -12,6 +12,8 @@ pub struct DeviceKeysRow {
     pub user_id: String,
     pub device_id: String,
     pub key_json: String,
+    /// The device's display name (served as `unsigned.device_display_name`).
+    pub display_name: Option<String>,
 }
 
 /// A one-time or fallback key about to be stored.

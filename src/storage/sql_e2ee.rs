@@ -31,7 +31,7 @@ macro_rules! impl_e2ee_sql {
                 }
                 // Only devices that still exist: a deleted device's keys go with it.
                 let sql = format!(
-                    "SELECT k.user_id, k.device_id, k.key_json FROM e2e_device_keys k
+                    "SELECT k.user_id, k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
                      JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
                      WHERE k.user_id IN ({})",
                     $crate::storage::sql_rooms::placeholders(1, user_ids.len())

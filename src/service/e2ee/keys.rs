@@ -106,15 +106,6 @@ impl E2ee {
         }
         let signatures = self.storage.signatures_on(&local).await?;
         let mut device_keys: Map<String, Value> = local.iter().map(|u| (u.clone(), json!({}))).collect();
-        let names: HashMap<(String, String), Option<String>> = {
-            let mut names = HashMap::new();
-            for user in &local {
-                for device in self.storage.list_devices(user).await? {
-                    names.insert((device.user_id, device.device_id), device.display_name);
-                }
-            }
-            names
-        };
         for row in self.storage.device_keys_of(&local).await? {
             let devices = &wanted[&row.user_id];
             if !devices.is_empty() && !devices.contains(&row.device_id) {
@@ -122,7 +113,7 @@ impl E2ee {
             }
             let Ok(mut keys) = serde_json::from_str::<Value>(&row.key_json) else { continue };
             merge_signatures(&mut keys, &row.user_id, &row.device_id, &signatures);
-            if let Some(Some(name)) = names.get(&(row.user_id.clone(), row.device_id.clone())) {
+            if let Some(name) = &row.display_name {
                 keys["unsigned"] = json!({ "device_display_name": name });
             }
             device_keys[&row.user_id][&row.device_id] = keys;
