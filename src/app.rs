@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
@@ -13,6 +14,9 @@ use crate::metrics::Metrics;
 use crate::service::Services;
 use crate::service::signing_key::SigningKey;
 use crate::storage;
+
+/// Pending connections the kernel may queue (it caps this at net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Runs the server until `shutdown` completes, then finishes in-flight requests
 /// and closes the database.
@@ -60,13 +64,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))?;
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr).with_context(|| format!("cannot listen on {addr} ({name})"))?;
+    // A deep accept queue: thousands of clients reconnecting at once (a restart,
+    // a network change) must not overflow it and wait for SYN retries.
+    let listener = socket.listen(LISTEN_BACKLOG).with_context(|| format!("cannot listen on {addr} ({name})"))?;
     // Test harnesses read the bound port (for port 0) from this line.
     tracing::info!("listening on http://{} ({name})", listener.local_addr()?);
     Ok(listener)
 }
 
 async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // Responses go out at once: no Nagle delay on small JSON bodies.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stop| *stop).await;

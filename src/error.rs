@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Error {
     pub status: StatusCode,
     pub errcode: &'static str,

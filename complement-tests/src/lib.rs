@@ -13,6 +13,7 @@ pub mod client;
 pub mod db;
 pub mod load;
 pub mod server;
+pub mod sync;
 
 pub use binary::kith_bin;
 pub use client::{Client, Resp, assert_err, assert_ok, errcode, register_with_shared_secret, shared_secret_mac};

@@ -726,6 +726,29 @@ async fn sync_reports_one_time_key_counts_and_unused_fallback_key_types() {
     assert_eq!(body["device_unused_fallback_key_types"], json!([]), "{body}");
     let count = &body["device_one_time_keys_count"][OTK_ALG];
     assert!(count.is_null() || count == &json!(0), "{body}");
+
+    // Counts the server keeps in memory follow claims by others...
+    let bob = register(&server, "bob").await;
+    let claim = json!({ "one_time_keys": { alice.user(): { alice.id(): OTK_ALG } } });
+    assert_ok(claim_raw(&bob.client, claim).await);
+    let body = sync(&alice.client, &since(&from, 0)).await;
+    assert_eq!(body["device_one_time_keys_count"][OTK_ALG], json!(3), "after a claim: {body}");
+
+    // ...and a device deleted and logged in again under the same id starts empty.
+    let path = format!("{V3}/devices/{}", alice.id());
+    assert_ok(alice.client.with_password_uia(Method::DELETE, &path, json!({}), PASSWORD).await);
+    let login = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": alice.client.localpart() },
+        "password": PASSWORD,
+        "device_id": alice.id(),
+    });
+    let again = server.client().logged_in(&assert_ok(server.client().post(&format!("{V3}/login"), login).await));
+    assert_eq!(again.device_id, alice.client.device_id);
+    let body = sync(&again, "timeout=0").await;
+    assert_eq!(body["device_unused_fallback_key_types"], json!([]), "a new device under an old id: {body}");
+    let count = &body["device_one_time_keys_count"][OTK_ALG];
+    assert!(count.is_null() || count == &json!(0), "a new device under an old id: {body}");
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
 //! Per-user account data (global and per room) and stored sync filters.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::service::activity::LatestPositions;
 use crate::service::notifier::Notifier;
-use crate::storage::Storage;
+use crate::service::versioned_cache::VersionedCache;
+use crate::storage::{AccountDataRow, Storage};
 
 pub struct AccountData {
     storage: Arc<dyn Storage>,
@@ -17,12 +20,28 @@ pub struct AccountData {
     /// Writes are serialised so that a position is visible only once its row
     /// is stored (a reader never skips a change still being written).
     write: tokio::sync::Mutex<()>,
+    /// Each user's latest change (lets /sync skip the read when nothing changed).
+    latest: LatestPositions,
+    /// Each user's ignored users (`m.ignored_user_list`), read by every /sync that has events.
+    ignored: VersionedCache<String, Arc<HashSet<String>>>,
+    /// Stored filters, which never change (clients name one in every /sync).
+    filters: moka::sync::Cache<(String, i64), Arc<Value>>,
 }
+
+const MAX_CACHED_USERS: u64 = 100_000;
 
 impl AccountData {
     pub async fn new(storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Self> {
         let stream = AtomicI64::new(storage.max_account_data_stream().await?);
-        Ok(Self { storage, notifier, stream, write: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            storage,
+            notifier,
+            stream,
+            write: tokio::sync::Mutex::new(()),
+            latest: LatestPositions::default(),
+            ignored: VersionedCache::new(MAX_CACHED_USERS),
+            filters: moka::sync::Cache::new(MAX_CACHED_USERS),
+        })
     }
 
     /// The position of the latest account data change.
@@ -40,10 +59,32 @@ impl AccountData {
         self.storage
             .put_account_data(user_id, room_id.unwrap_or(""), data_type, &content.to_string(), position)
             .await?;
+        self.latest.record(user_id, position);
+        self.ignored.changed(&user_id.to_owned());
         self.stream.store(position, Ordering::SeqCst);
         drop(guard);
         self.notifier.wake_user(user_id);
         Ok(())
+    }
+
+    /// The user's account data changed after `after` (global and per room), for /sync.
+    pub async fn changes_since(&self, user_id: &str, after: i64) -> Result<Vec<AccountDataRow>> {
+        if self.latest.get(user_id).is_some_and(|latest| latest <= after) {
+            return Ok(Vec::new());
+        }
+        let rows = self.storage.account_data_since(user_id, after).await?;
+        // Every change after `after` was read: the latest is the last of them, or at most `after`.
+        self.latest.learn(user_id, rows.iter().map(|r| r.stream_id).max().unwrap_or(after));
+        Ok(rows)
+    }
+
+    /// The users this user ignores, from memory while the list has not changed.
+    pub async fn ignored_users(&self, user_id: &str) -> Result<Arc<HashSet<String>>> {
+        let read = || async {
+            let text = self.storage.get_account_data(user_id, "", "m.ignored_user_list").await?;
+            Ok::<_, Error>(Arc::new(text.as_deref().map(ignored_in).unwrap_or_default()))
+        };
+        self.ignored.get_or_load(&user_id.to_owned(), read).await
     }
 
     pub async fn get(&self, user_id: &str, room_id: Option<&str>, data_type: &str) -> Result<Value> {
@@ -60,12 +101,26 @@ impl AccountData {
         Ok(id.to_string())
     }
 
-    pub async fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Value> {
+    pub async fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Arc<Value>> {
         let not_found = || Error::not_found("No such filter");
         let id: i64 = filter_id.parse().map_err(|_| not_found())?;
+        let key = (user_id.to_owned(), id);
+        if let Some(filter) = self.filters.get(&key) {
+            return Ok(filter);
+        }
         let text = self.storage.get_filter(user_id, id).await?.ok_or_else(not_found)?;
-        serde_json::from_str(&text).map_err(Error::internal)
+        let filter: Arc<Value> = Arc::new(serde_json::from_str(&text).map_err(Error::internal)?);
+        self.filters.insert(key, filter.clone());
+        Ok(filter)
     }
+}
+
+/// The user ids of an `m.ignored_user_list` content (nothing when it is malformed).
+pub fn ignored_in(content: &str) -> HashSet<String> {
+    serde_json::from_str::<Value>(content)
+        .ok()
+        .and_then(|v| v.get("ignored_users").and_then(Value::as_object).map(|o| o.keys().cloned().collect()))
+        .unwrap_or_default()
 }
 
 fn validate_filter(filter: &Value) -> Result<()> {

@@ -229,7 +229,12 @@ impl Accounts {
     }
 
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<()> {
-        let revoked = self.storage.delete_devices(user_id, device_ids).await?;
+        let revoked = self.storage.delete_devices(user_id, device_ids).await;
+        for device_id in device_ids {
+            // A device created again under the same id starts without keys.
+            self.e2ee.keys_changed(user_id, device_id);
+        }
+        let revoked = revoked?;
         self.auth.forget(&revoked).await;
         if !device_ids.is_empty() {
             self.e2ee.device_list_changed(user_id).await?;

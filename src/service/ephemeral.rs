@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::error::Result;
+use crate::service::activity::LatestPositions;
 use crate::service::notifier::Notifier;
 use crate::service::now_ms;
 use crate::storage::{ReceiptRow, Storage};
@@ -35,12 +36,14 @@ pub struct Ephemeral {
     /// Receipt writes are serialised so a position is visible only once stored.
     receipt_write: tokio::sync::Mutex<()>,
     /// Each room's latest receipt position (lets /sync skip quiet rooms).
-    pub receipt_activity: crate::service::activity::RoomActivity,
+    pub receipt_activity: LatestPositions,
 }
 
 impl Ephemeral {
     pub async fn new(storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Arc<Self>> {
         let receipts = storage.max_receipt_stream().await?;
+        // One row per room: lets /sync tell, without a query, that a room has no new receipts.
+        let receipt_activity = LatestPositions::complete(storage.latest_receipt_per_room().await?);
         Ok(Arc::new(Self {
             storage,
             notifier,
@@ -48,7 +51,7 @@ impl Ephemeral {
             typing_stream: AtomicI64::new(now_ms()),
             receipt_stream: AtomicI64::new(receipts),
             receipt_write: tokio::sync::Mutex::new(()),
-            receipt_activity: Default::default(),
+            receipt_activity,
         }))
     }
 
@@ -157,6 +160,9 @@ impl Ephemeral {
     /// The room's `m.receipt` event for receipts changed in `(after, upto]`, as
     /// `viewer` may see them (private receipts only their own).
     pub async fn receipt_event(&self, room_id: &str, viewer: &str, after: i64, upto: i64) -> Result<Option<Value>> {
+        if self.receipt_activity.get(room_id).is_some_and(|latest| latest <= after) {
+            return Ok(None);
+        }
         let rows = self.storage.receipts_since(room_id, after, upto).await?;
         let mut content: Map<String, Value> = Map::new();
         for row in rows {

@@ -20,6 +20,7 @@ pub mod signing_key;
 pub mod stream;
 pub mod sync;
 pub mod uia;
+pub mod versioned_cache;
 
 use std::sync::Arc;
 use std::time::Duration;

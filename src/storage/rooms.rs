@@ -248,6 +248,8 @@ pub trait RoomStore: Send + Sync {
     /// A room's receipts changed at stream positions in `(after, upto]`.
     async fn receipts_since(&self, room_id: &str, after: i64, upto: i64) -> Result<Vec<ReceiptRow>>;
     async fn max_receipt_stream(&self) -> Result<i64>;
+    /// Each room's latest receipt position (rooms without receipts are absent).
+    async fn latest_receipt_per_room(&self) -> Result<Vec<(String, i64)>>;
     async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool>;
     async fn get_alias(&self, alias: &str) -> Result<Option<(String, String)>>;
     async fn delete_alias(&self, alias: &str) -> Result<bool>;

@@ -671,6 +671,12 @@ macro_rules! impl_room_sql {
                 .await?)
             }
 
+            async fn latest_receipt_per_room(&self) -> $crate::storage::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as("SELECT room_id, MAX(stream_id) FROM receipts GROUP BY room_id")
+                    .fetch_all(&self.read)
+                    .await?)
+            }
+
             async fn max_receipt_stream(&self) -> $crate::storage::Result<i64> {
                 let max: Option<i64> =
                     sqlx::query_scalar("SELECT MAX(stream_id) FROM receipts").fetch_one(&self.read).await?;

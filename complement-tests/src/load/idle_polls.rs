@@ -3,7 +3,7 @@
 //! Setup registers `--users` users (default: one per poll) and makes an
 //! initial sync for each (small filter, no rooms) for a token. The run then
 //! opens `--polls` connections, each sending one
-//! `/sync?since=..&timeout=60000` (user k % users), over raw TCP so that "held"
+//! `/sync?since=..&timeout=60000` (user k % users; see below for the timeout), over raw TCP so that "held"
 //! means exactly "the request was written and no byte of an answer came
 //! back". It measures the server's resident memory before the polls, while
 //! they are held and after they are dropped, and its CPU time over `--idle`
@@ -53,12 +53,15 @@ async fn run_inner(ctx: &Ctx, opts: &PhasedOpts) -> Result<PhasedReport, String>
         async move { sync_api::next_batch(&sync_api::sync(ctx, &user.access_token, None, 0, Some(filter)).await?) }
     })
     .await?;
-    let requests: Vec<String> = users
-        .iter()
-        .zip(&tokens)
-        .map(|(user, since)| {
+    // Poll k is user k % users's. Polls of one user differ in their timeout by a
+    // millisecond each: a server that shares identical in-flight requests
+    // (Synapse does, by user, token, filter and timeout) must hold each one.
+    let requests: Vec<String> = (0..polls)
+        .map(|k| {
+            let (user, since) = (&users[k % users.len()], &tokens[k % users.len()]);
+            let timeout = POLL_TIMEOUT_MS + (k / users.len()) as u64;
             format!(
-                "GET /_matrix/client/v3/sync?timeout={POLL_TIMEOUT_MS}&since={}&filter={} HTTP/1.1\r\n\
+                "GET /_matrix/client/v3/sync?timeout={timeout}&since={}&filter={} HTTP/1.1\r\n\
                  Host: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
                 rooms::encode(since),
                 rooms::encode(&filter),
@@ -73,7 +76,7 @@ async fn run_inner(ctx: &Ctx, opts: &PhasedOpts) -> Result<PhasedReport, String>
     // Open the polls.
     let meter = Meter::start(opts);
     let opened = bounded("opening long-polls", polls, OPEN_PARALLELISM, |k| {
-        let (request, addr) = (&requests[k % requests.len()], &addr);
+        let (request, addr) = (&requests[k], &addr);
         async move {
             let t = Instant::now();
             let mut stream = TcpStream::connect(addr.as_str()).await.map_err(|e| format!("connect {addr}: {e}"))?;

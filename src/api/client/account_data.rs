@@ -97,5 +97,5 @@ async fn get_filter(
     Path((user_id, filter_id)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     super::require_self(&auth.requester, &user_id, "read filters")?;
-    Ok(axum::Json(state.services.account_data.get_filter(&user_id, &filter_id).await?))
+    Ok(axum::Json(Value::clone(&*state.services.account_data.get_filter(&user_id, &filter_id).await?)))
 }

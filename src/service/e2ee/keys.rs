@@ -1,11 +1,12 @@
 //! Device keys, one-time keys and fallback keys: `/keys/upload`, `/keys/query`, `/keys/claim`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::E2ee;
 use super::signatures::{self, merge_signatures};
+use super::{E2ee, KeyCounts};
 use crate::error::{Error, Result};
 use crate::service::auth::Requester;
 use crate::storage::NewKey;
@@ -33,11 +34,15 @@ impl E2ee {
                 return Err(Error::invalid_param(format!("At most {MAX_KEYS_PER_UPLOAD} one-time keys per upload")));
             }
             let keys = keys.iter().map(|(id, key)| new_key(id, key)).collect::<Result<Vec<_>>>()?;
-            self.storage.add_one_time_keys(user_id, device_id, &keys).await?;
+            let stored = self.storage.add_one_time_keys(user_id, device_id, &keys).await;
+            self.keys_changed(user_id, device_id);
+            stored?;
         }
         if let Some(keys) = &request.fallback_keys {
             for (id, key) in keys {
-                self.storage.put_fallback_key(user_id, device_id, &new_key(id, key)?).await?;
+                let stored = self.storage.put_fallback_key(user_id, device_id, &new_key(id, key)?).await;
+                self.keys_changed(user_id, device_id);
+                stored?;
             }
         }
         Ok(json!({ "one_time_key_counts": self.one_time_key_counts(user_id, device_id).await? }))
@@ -92,6 +97,24 @@ impl E2ee {
 
     pub async fn unused_fallback_key_types(&self, user_id: &str, device_id: &str) -> Result<Vec<String>> {
         Ok(self.storage.unused_fallback_key_types(user_id, device_id).await?)
+    }
+
+    /// The device's key counts for `/sync`, from memory while they have not changed.
+    pub async fn key_counts(&self, user_id: &str, device_id: &str) -> Result<Arc<KeyCounts>> {
+        let key = (user_id.to_owned(), device_id.to_owned());
+        self.key_counts
+            .get_or_load(&key, || async {
+                Ok::<_, Error>(Arc::new(KeyCounts {
+                    one_time: self.one_time_key_counts(user_id, device_id).await?,
+                    unused_fallback: self.unused_fallback_key_types(user_id, device_id).await?,
+                }))
+            })
+            .await
+    }
+
+    /// Call after the device's one-time or fallback keys were written (or the device deleted).
+    pub fn keys_changed(&self, user_id: &str, device_id: &str) {
+        self.key_counts.changed(&(user_id.to_owned(), device_id.to_owned()));
     }
 
     /// `/keys/query`: `wanted` maps users to device ids (empty = every device).
@@ -164,7 +187,11 @@ impl E2ee {
         // order, so they cannot deadlock (PostgreSQL).
         requests.sort();
         let mut claimed = Map::new();
-        let keys = self.storage.claim_keys(&requests).await?;
+        let keys = self.storage.claim_keys(&requests).await;
+        for (user_id, device_id, _) in &requests {
+            self.keys_changed(user_id, device_id);
+        }
+        let keys = keys?;
         for ((user_id, device_id, _), key) in requests.into_iter().zip(keys) {
             if let Some((key_id, key_json)) = key {
                 let key: Value = serde_json::from_str(&key_json).map_err(Error::internal)?;

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::service::notifier::Notifier;
 use crate::service::stream::Stream;
+use crate::service::versioned_cache::VersionedCache;
 use crate::storage::Storage;
 
 pub struct E2ee {
@@ -32,13 +33,35 @@ pub struct E2ee {
     to_device: Stream,
     /// Key backup writes read, compare and replace keys: one user at a time.
     backup_write: tokio::sync::Mutex<()>,
+    /// Each device's one-time key counts and unused fallback key types (every /sync sends them).
+    key_counts: VersionedCache<(String, String), Arc<KeyCounts>>,
+    /// The to-device position up to which each device's messages were deleted.
+    to_device_acked: moka::sync::Cache<(String, String), i64>,
 }
+
+/// What a `/sync` response tells a device about its one-time and fallback keys.
+pub struct KeyCounts {
+    pub one_time: std::collections::BTreeMap<String, i64>,
+    pub unused_fallback: Vec<String>,
+}
+
+/// Devices whose key counts and to-device acknowledgements are kept in memory.
+const MAX_CACHED_DEVICES: u64 = 100_000;
 
 impl E2ee {
     pub async fn new(config: Arc<Config>, storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Self> {
         let device_lists = Stream::new(storage.max_device_list_stream().await?);
         let to_device = Stream::new(storage.max_to_device_stream().await?);
-        Ok(Self { config, storage, notifier, device_lists, to_device, backup_write: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            config,
+            storage,
+            notifier,
+            device_lists,
+            to_device,
+            backup_write: tokio::sync::Mutex::new(()),
+            key_counts: VersionedCache::new(MAX_CACHED_DEVICES),
+            to_device_acked: moka::sync::Cache::new(MAX_CACHED_DEVICES),
+        })
     }
 
     pub fn device_list_position(&self) -> i64 {

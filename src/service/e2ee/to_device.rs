@@ -84,10 +84,18 @@ impl E2ee {
     /// Deletes the device's messages up to `acked`: the client confirmed them by
     /// syncing with a token that includes them.
     pub async fn acknowledge_to_device(&self, user_id: &str, device_id: &str, acked: i64) -> Result<()> {
+        // Messages get positions above every published one: once a position is
+        // acknowledged (and deleted up to), acknowledging it again finds nothing.
+        let key = (user_id.to_owned(), device_id.to_owned());
+        if acked <= 0 || self.to_device_acked.get(&key).is_some_and(|done| done >= acked) {
+            return Ok(());
+        }
         // A read first: most syncs have nothing to delete, and writes are dearer.
-        if acked > 0 && !self.storage.to_device_messages(user_id, device_id, 0, acked, 1).await?.is_empty() {
+        if !self.storage.to_device_messages(user_id, device_id, 0, acked, 1).await?.is_empty() {
             self.storage.delete_to_device(user_id, device_id, acked).await?;
         }
+        let done = self.to_device_acked.get(&key).unwrap_or(0).max(acked);
+        self.to_device_acked.insert(key, done);
         Ok(())
     }
 
@@ -99,6 +107,9 @@ impl E2ee {
         after: i64,
         upto: i64,
     ) -> Result<ToDeviceBatch> {
+        if upto <= after {
+            return Ok(ToDeviceBatch { events: Vec::new(), position: upto });
+        }
         let rows = self.storage.to_device_messages(user_id, device_id, after, upto, SYNC_BATCH).await?;
         let position = match rows.last() {
             Some(last) if rows.len() as i64 == SYNC_BATCH => last.stream_id,

@@ -130,7 +130,11 @@ impl Rooms {
                 "M_UNKNOWN",
                 "You must leave the room before forgetting it",
             )),
-            Some(_) => Ok(self.storage.forget_room(room_id, user_id).await?),
+            Some(_) => {
+                self.storage.forget_room(room_id, user_id).await?;
+                self.timeline.user_rooms.changed(&user_id.to_owned());
+                Ok(())
+            }
             None => Err(Error::not_found("You were never in this room")),
         }
     }

@@ -9,6 +9,7 @@ pub mod ids;
 mod membership;
 pub mod pdu;
 mod read;
+pub mod recent;
 mod relations;
 mod search;
 pub mod state;

@@ -158,7 +158,8 @@ impl Rooms {
     pub(super) async fn aggregations(&self, events: &[StoredEvent], viewer: &str) -> Result<HashMap<String, Value>> {
         let ids: Vec<String> = events.iter().filter(|e| e.redacted_by.is_none()).map(|e| e.event_id.clone()).collect();
         let mut out: HashMap<String, Map<String, Value>> = HashMap::new();
-        if ids.is_empty() {
+        let oldest = events.iter().map(|e| e.stream_ordering).min().unwrap_or(i64::MAX);
+        if ids.is_empty() || !self.timeline.relation_stored_after(oldest) {
             return Ok(HashMap::new());
         }
         let originals: HashMap<&str, &StoredEvent> = events.iter().map(|e| (e.event_id.as_str(), e)).collect();

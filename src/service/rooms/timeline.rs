@@ -17,6 +17,7 @@ use crate::service::notifier::{EventNotice, Notifier};
 use crate::service::now_ms;
 use crate::service::push::{Evaluator, RoomPushContext};
 use crate::service::signing_key::SigningKey;
+use crate::service::versioned_cache::VersionedCache;
 use crate::storage::{NewEvent, Storage, StoredEvent, TxnKey};
 
 /// State changes a room's writer remembers, to store new snapshots as deltas cheaply.
@@ -25,6 +26,12 @@ const RECENT_CHANGES: usize = 4096;
 const MAX_PREV_EVENTS: usize = 20;
 /// The spec's limit on the size of a PDU.
 const MAX_PDU_BYTES: usize = 65_536;
+/// Users whose room memberships are kept in memory for /sync.
+const MAX_CACHED_USERS: u64 = 100_000;
+/// Rooms whose member counts are kept in memory.
+const MAX_CACHED_ROOMS: u64 = 100_000;
+/// Event contents kept for visibility checks (history visibility, memberships).
+const MAX_CACHED_CONTENTS: u64 = 100_000;
 
 /// What a client (or the server on its behalf) wants to add to a room.
 #[derive(Debug, Clone)]
@@ -77,6 +84,17 @@ pub struct NewRoom {
     pub version: String,
 }
 
+/// What a /sync room summary says about a room's members.
+pub struct MemberSummary {
+    pub joined: usize,
+    pub invited: usize,
+    /// The first joined or invited members by user id.
+    pub heroes: Vec<String>,
+}
+
+/// Members a summary keeps: five heroes, plus the viewer, who is left out.
+const SUMMARY_MEMBERS: usize = 6;
+
 pub struct Timeline {
     storage: Arc<dyn Storage>,
     state: Arc<StateStore>,
@@ -89,7 +107,20 @@ pub struct Timeline {
     events: moka::future::Cache<String, Arc<Pdu>>,
     notifier: Arc<Notifier>,
     /// Each room's latest event position (lets /sync skip quiet rooms).
-    pub activity: crate::service::activity::RoomActivity,
+    pub activity: crate::service::activity::LatestPositions,
+    /// Each active room's latest events (lets a woken /sync skip the database).
+    pub recent: super::recent::RecentEvents,
+    /// Each user's memberships (read by every /sync).
+    pub user_rooms: VersionedCache<String, Arc<Vec<crate::storage::UserMembership>>>,
+    /// The position of the latest membership event in any room (from start: the
+    /// position the server started at, as nothing earlier is known here).
+    latest_membership: std::sync::atomic::AtomicI64,
+    /// The latest event with a relation (edit, thread, reference) in any room.
+    latest_relation: std::sync::atomic::AtomicI64,
+    /// Member counts and heroes per room, for /sync summaries.
+    member_summaries: VersionedCache<String, Arc<MemberSummary>>,
+    /// Event contents read by visibility checks (they change only by redaction).
+    contents: VersionedCache<String, Option<Arc<Value>>>,
     push: Evaluator,
 }
 
@@ -103,6 +134,7 @@ impl Timeline {
         push: Evaluator,
     ) -> Result<Self> {
         let ids = super::ids::IdAllocator::load(storage.as_ref()).await?;
+        let started_at = ids.persisted();
         Ok(Self {
             storage,
             state,
@@ -113,12 +145,57 @@ impl Timeline {
             events: moka::future::Cache::builder().max_capacity(50_000).build(),
             notifier,
             activity: Default::default(),
+            recent: Default::default(),
+            user_rooms: VersionedCache::new(MAX_CACHED_USERS),
+            latest_membership: std::sync::atomic::AtomicI64::new(started_at),
+            latest_relation: std::sync::atomic::AtomicI64::new(started_at),
+            contents: VersionedCache::new(MAX_CACHED_CONTENTS),
+            member_summaries: VersionedCache::new(MAX_CACHED_ROOMS),
             push,
         })
     }
 
     pub fn ids(&self) -> &super::ids::IdAllocator {
         &self.ids
+    }
+
+    /// Whether an event relating to another (edit, thread reply, reference) may
+    /// have been stored after `position`. Local relations always come after
+    /// their target; one received over federation before its target would not
+    /// (record it here when federation lands).
+    pub fn relation_stored_after(&self, position: i64) -> bool {
+        self.latest_relation.load(std::sync::atomic::Ordering::SeqCst) > position
+    }
+
+    /// An event's content, from memory once read (contents change only by redaction).
+    pub async fn content(&self, event_id: &str) -> Result<Option<Arc<Value>>> {
+        let read = || async {
+            Ok::<_, Error>(match self.storage.get_event(event_id).await? {
+                Some(event) => Some(Arc::new(super::format::content(&event)?)),
+                None => None,
+            })
+        };
+        self.contents.get_or_load(&event_id.to_owned(), read).await
+    }
+
+    /// A room's joined and invited member counts, and the first few of them (by user id).
+    pub async fn member_summary(&self, room_id: &str) -> Result<Arc<MemberSummary>> {
+        let read = || async {
+            let members = self.storage.room_members(room_id).await?;
+            let current = |m: &&crate::storage::MemberRecord| matches!(m.membership.as_str(), "join" | "invite");
+            Ok::<_, Error>(Arc::new(MemberSummary {
+                joined: members.iter().filter(|m| m.membership == "join").count(),
+                invited: members.iter().filter(|m| m.membership == "invite").count(),
+                // One more than a summary names: the viewer may be among them.
+                heroes: members.iter().filter(current).take(SUMMARY_MEMBERS).map(|m| m.user_id.clone()).collect(),
+            }))
+        };
+        self.member_summaries.get_or_load(&room_id.to_owned(), read).await
+    }
+
+    /// Whether a membership event may have been stored after `position`.
+    pub fn membership_changed_after(&self, position: i64) -> bool {
+        self.latest_membership.load(std::sync::atomic::Ordering::SeqCst) > position
     }
 
     fn writer(&self, room_id: &str) -> Arc<AsyncMutex<Option<RoomHead>>> {
@@ -479,6 +556,10 @@ impl Timeline {
             json,
         };
         let prev: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
+        if redaction.is_some() {
+            // The target's stored form changes: what memory holds of the room goes.
+            self.recent.drop_room(&stored.room_id);
+        }
         let persisted = self
             .storage
             .persist_event(&NewEvent {
@@ -513,6 +594,19 @@ impl Timeline {
         let stream_id = stream.id();
         // Before the watermark moves: a sync that sees this position must see the room active.
         self.activity.record(&stored.room_id, stream_id);
+        self.recent.push(&stored);
+        if redaction.is_some() {
+            self.contents.changed_all();
+        }
+        if relation(&draft.content).is_some() {
+            self.latest_relation.fetch_max(stream_id, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let (Some(user), Some(_)) = (&stored.state_key, membership) {
+            // The user's next /sync re-reads the memberships.
+            self.user_rooms.changed(user);
+            self.member_summaries.changed(&stored.room_id);
+            self.latest_membership.fetch_max(stream_id, std::sync::atomic::Ordering::SeqCst);
+        }
         stream.finish();
 
         self.events.insert(event_id.to_string(), Arc::new(pdu)).await;

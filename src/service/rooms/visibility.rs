@@ -22,13 +22,8 @@ pub struct VisibilityCheck<'a> {
 
 /// The users in the viewer's `m.ignored_user_list` account data.
 pub async fn ignored_users(rooms: &Rooms, user_id: &str) -> Result<HashSet<String>> {
-    Ok(match rooms.storage.get_account_data(user_id, "", "m.ignored_user_list").await? {
-        Some(text) => serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("ignored_users").and_then(Value::as_object).map(|o| o.keys().cloned().collect()))
-            .unwrap_or_default(),
-        None => HashSet::new(),
-    })
+    let text = rooms.storage.get_account_data(user_id, "", "m.ignored_user_list").await?;
+    Ok(text.as_deref().map(crate::service::account_data::ignored_in).unwrap_or_default())
 }
 
 impl<'a> VisibilityCheck<'a> {
@@ -46,6 +41,16 @@ impl<'a> VisibilityCheck<'a> {
     ) -> Result<Self> {
         let current = rooms.membership(room_id, user_id).await?;
         Ok(Self { rooms, user_id, current, by_group: HashMap::new(), ignored })
+    }
+
+    /// For a request over many rooms that knows the viewer's current membership.
+    pub fn with_membership(
+        rooms: &'a Rooms,
+        user_id: &'a str,
+        current: Option<String>,
+        ignored: Arc<HashSet<String>>,
+    ) -> Self {
+        Self { rooms, user_id, current, by_group: HashMap::new(), ignored }
     }
 
     pub fn current_membership(&self) -> Option<&str> {
@@ -87,8 +92,7 @@ impl<'a> VisibilityCheck<'a> {
 
     async fn state_field(&self, group: i64, event_type: &str, state_key: &str, field: &str) -> Result<Option<String>> {
         let Some(event_id) = self.rooms.state.lookup(group, event_type, state_key).await? else { return Ok(None) };
-        let Some(event) = self.rooms.storage.get_event(&event_id).await? else { return Ok(None) };
-        let content = super::format::content(&event)?;
+        let Some(content) = self.rooms.timeline.content(&event_id).await? else { return Ok(None) };
         Ok(content.get(field).and_then(Value::as_str).map(str::to_owned))
     }
 }

@@ -18,10 +18,11 @@ pub use token::SyncToken;
 use crate::error::Result;
 use crate::service::Services;
 use crate::service::e2ee::DeviceListDelta;
-use crate::service::rooms::visibility::ignored_users;
 use crate::service::rooms::{Token, VisibilityCheck};
 use crate::storage::{AccountDataRow, Direction, StoredEvent, UserMembership};
 
+/// Members named in a room summary's `m.heroes`.
+const HEROES: usize = 5;
 /// Longest a client may make the server hold a request.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 /// State event types shown to invitees (the spec's recommended stripped state).
@@ -65,7 +66,9 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
 
         let now = current_token(services).max(since.unwrap_or_default());
         if since.is_none_or(|s| s.is_behind(&now)) || request.full_state {
-            let (response, empty) = build(services, user_id, since, now, &request).await?;
+            // Boxed: the building state machine is large, and a long-poll that
+            // waits below would otherwise hold its space for the whole wait.
+            let (response, empty) = Box::pin(build(services, user_id, since, now, &request)).await?;
             if !empty || since.is_none() || request.full_state {
                 return Ok(response);
             }
@@ -74,11 +77,11 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
         }
         let _waiting = services.notifier.waiting();
         if services.notifier.is_closing() || tokio::time::timeout_at(deadline, notified).await.is_err() {
-            let e2ee = &services.e2ee;
+            let keys = services.e2ee.key_counts(user_id, &request.device_id).await?;
             return Ok(json!({
                 "next_batch": since.unwrap_or(now).to_string(),
-                "device_one_time_keys_count": e2ee.one_time_key_counts(user_id, &request.device_id).await?,
-                "device_unused_fallback_key_types": e2ee.unused_fallback_key_types(user_id, &request.device_id).await?,
+                "device_one_time_keys_count": keys.one_time,
+                "device_unused_fallback_key_types": keys.unused_fallback,
             }));
         }
     }
@@ -96,6 +99,43 @@ fn current_token(services: &Services) -> SyncToken {
     }
 }
 
+/// What every part of one response needs.
+struct Pass<'a> {
+    services: &'a Services,
+    user_id: &'a str,
+    since: Option<SyncToken>,
+    now: SyncToken,
+    request: &'a SyncRequest,
+    /// The user's ignored users, read once when a room first needs them.
+    ignored: tokio::sync::OnceCell<Arc<HashSet<String>>>,
+}
+
+impl Pass<'_> {
+    async fn ignored(&self) -> Result<Arc<HashSet<String>>> {
+        let read = || self.services.account_data.ignored_users(self.user_id);
+        Ok(self.ignored.get_or_try_init(read).await?.clone())
+    }
+
+    async fn visibility(&self, membership: &UserMembership) -> Result<VisibilityCheck<'_>> {
+        let current = Some(membership.membership.clone());
+        Ok(VisibilityCheck::with_membership(&self.services.rooms, self.user_id, current, self.ignored().await?))
+    }
+}
+
+/// A room's events in `(after, upto]`, newest first: from memory when it has them.
+async fn room_events(
+    services: &Services,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    if let Some(events) = services.rooms.timeline.recent.range(room_id, after, upto, limit as usize) {
+        return Ok(events);
+    }
+    Ok(services.storage.room_events_in_range(room_id, after, upto, limit).await?)
+}
+
 /// Builds the response for `(since, now]`; the flag says whether it carries nothing.
 async fn build(
     services: &Services,
@@ -108,19 +148,26 @@ async fn build(
     let filter = &request.filter;
     let account_data_after = if request.full_state { 0 } else { since.map(|s| s.account_data).unwrap_or(0) };
     let mut account_data: HashMap<String, Vec<AccountDataRow>> = HashMap::new();
-    for row in storage.account_data_since(user_id, account_data_after).await? {
+    for row in services.account_data.changes_since(user_id, account_data_after).await? {
         if row.stream_id <= now.account_data {
             account_data.entry(row.room_id.clone()).or_default().push(row);
         }
     }
 
-    // Read once for every room of this response.
-    let ignored = Arc::new(ignored_users(&services.rooms, user_id).await?);
+    let pass = Pass { services, user_id, since, now, request, ignored: Default::default() };
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
     let mut knock = Map::new();
-    for membership in storage.user_memberships(user_id).await? {
+    let memberships = services
+        .rooms
+        .timeline
+        .user_rooms
+        .get_or_load(&user_id.to_owned(), || async {
+            Ok::<_, crate::error::Error>(Arc::new(storage.user_memberships(user_id).await?))
+        })
+        .await?;
+    for membership in memberships.iter() {
         if !filter.room_allowed(&membership.room_id) || membership.stream_ordering > now.events {
             continue;
         }
@@ -128,33 +175,27 @@ async fn build(
         let room_account_data = account_data.remove(&membership.room_id).unwrap_or_default();
         match membership.membership.as_str() {
             "join" => {
-                if let Some(room) =
-                    joined_room(services, user_id, &membership, since, now, request, room_account_data, &ignored)
-                        .await?
-                {
+                if let Some(room) = joined_room(&pass, membership, room_account_data).await? {
                     join.insert(membership.room_id.clone(), room);
                 }
             }
             "invite" if changed_since => {
                 invite.insert(
                     membership.room_id.clone(),
-                    json!({ "invite_state": { "events": stripped_state(services, &membership).await? } }),
+                    json!({ "invite_state": { "events": stripped_state(services, membership).await? } }),
                 );
             }
             "knock" if changed_since => {
                 knock.insert(
                     membership.room_id.clone(),
-                    json!({ "knock_state": { "events": stripped_state(services, &membership).await? } }),
+                    json!({ "knock_state": { "events": stripped_state(services, membership).await? } }),
                 );
             }
             "leave" | "ban"
                 if !membership.forgotten
                     && (since.is_some() && changed_since || since.is_none() && filter.include_leave) =>
             {
-                leave.insert(
-                    membership.room_id.clone(),
-                    left_room(services, user_id, &membership, since, request, &ignored).await?,
-                );
+                leave.insert(membership.room_id.clone(), left_room(&pass, membership).await?);
             }
             _ => {}
         }
@@ -172,7 +213,11 @@ async fn build(
     let to_device =
         e2ee.to_device_for_sync(user_id, &request.device_id, since.map_or(0, |s| s.to_device), now.to_device).await?;
     let device_lists = match since {
-        Some(s) => e2ee.device_list_delta(user_id, (s.device_lists, now.device_lists), (s.events, now.events)).await?,
+        Some(s) => {
+            // Users join and leave rooms by membership events: none, nothing to look at.
+            let events = if services.rooms.timeline.membership_changed_after(s.events) { s.events } else { now.events };
+            e2ee.device_list_delta(user_id, (s.device_lists, now.device_lists), (events, now.events)).await?
+        }
         None => DeviceListDelta::default(),
     };
     let next_batch = SyncToken { to_device: to_device.position, ..now };
@@ -196,10 +241,11 @@ async fn build(
             rooms.insert(key.into(), Value::Object(map));
         }
     }
+    let keys = e2ee.key_counts(user_id, &request.device_id).await?;
     let mut response = json!({
         "next_batch": next_batch.to_string(),
-        "device_one_time_keys_count": e2ee.one_time_key_counts(user_id, &request.device_id).await?,
-        "device_unused_fallback_key_types": e2ee.unused_fallback_key_types(user_id, &request.device_id).await?,
+        "device_one_time_keys_count": keys.one_time,
+        "device_unused_fallback_key_types": keys.unused_fallback,
     });
     if !presence.is_empty() {
         response["presence"] = json!({ "events": presence });
@@ -225,17 +271,12 @@ fn account_data_event(row: &AccountDataRow) -> Value {
 }
 
 /// One joined room's section, or `None` when nothing changed in it.
-#[allow(clippy::too_many_arguments)]
 async fn joined_room(
-    services: &Services,
-    user_id: &str,
+    pass: &Pass<'_>,
     membership: &UserMembership,
-    since: Option<SyncToken>,
-    now: SyncToken,
-    request: &SyncRequest,
     account_data: Vec<AccountDataRow>,
-    ignored: &Arc<HashSet<String>>,
 ) -> Result<Option<Value>> {
+    let Pass { services, user_id, since, now, request, .. } = *pass;
     let rooms = &services.rooms;
     let storage = &services.storage;
     let filter = &request.filter;
@@ -262,32 +303,43 @@ async fn joined_room(
     let mut cursor = now.events;
     let mut oldest_examined: Option<StoredEvent> = None;
     let batch_size = (limit as i64 * 2).max(20);
+    // Whether events remain in the range before the oldest one looked at, when known.
+    let mut more_before = None;
     loop {
-        let batch = storage.room_events_in_range(room_id, after, cursor, batch_size).await?;
+        let batch = room_events(services, room_id, after, cursor, batch_size).await?;
         let exhausted = (batch.len() as i64) < batch_size;
-        for event in batch {
+        let count = batch.len();
+        for (i, event) in batch.into_iter().enumerate() {
             cursor = event.stream_ordering - 1;
             oldest_examined = Some(event.clone());
             if check.is_none() {
-                check = Some(VisibilityCheck::with_ignored(rooms, room_id, user_id, ignored.clone()).await?);
+                check = Some(pass.visibility(membership).await?);
             }
             let visible = check.as_mut().expect("built above").can_see(&event).await?;
             if visible && filter.timeline_allows(&event)? {
                 timeline.push(event);
                 if timeline.len() == limit {
+                    if i + 1 < count {
+                        more_before = Some(true);
+                    }
                     break;
                 }
             } else if event.state_key.is_some() {
                 skipped_state.push(event);
             }
         }
+        if exhausted && more_before.is_none() {
+            more_before = Some(false);
+        }
         if timeline.len() == limit || exhausted {
             break;
         }
     }
     timeline.reverse();
-    // Limited when events remain in the range before the oldest one looked at.
-    let limited = !storage.room_events_in_range(room_id, after, cursor, 1).await?.is_empty();
+    let limited = match more_before {
+        Some(known) => known,
+        None => !room_events(services, room_id, after, cursor, 1).await?.is_empty(),
+    };
     // Typing and receipts: what changed since the token, everything for a new room.
     let (typing_after, receipts_after) = match since {
         Some(s) if !full => (s.typing, s.receipts),
@@ -313,6 +365,8 @@ async fn joined_room(
     let mut latest: HashMap<(String, Option<String>), StoredEvent> = HashMap::new();
     if full {
         let group = match &start {
+            // A message event carries the state it was sent in: the state before it.
+            Some(first) if first.state_key.is_none() => first.state_group,
             Some(first) => {
                 let before = storage
                     .room_events_page(room_id, (first.depth, first.stream_ordering), Direction::Backward, 1)
@@ -348,18 +402,11 @@ async fn joined_room(
         }
     }
     let mut state_events: Vec<StoredEvent> = latest.into_values().collect();
+    // Member counts and heroes change only by membership events in the range
+    // (not by the members lazy loading adds below).
+    let membership_changed = timeline.iter().chain(state_events.iter()).any(|e| e.event_type == "m.room.member");
     if filter.lazy_load_members {
-        lazy_load_members(
-            services,
-            user_id,
-            room_id,
-            since.filter(|_| !full),
-            now,
-            request,
-            &timeline,
-            &mut state_events,
-        )
-        .await?;
+        lazy_load_members(pass, room_id, since.filter(|_| !full), &timeline, &mut state_events).await?;
     }
     state_events.retain(|e| filter.state_allows(e));
     state_events.sort_by_key(|e| e.stream_ordering);
@@ -382,7 +429,6 @@ async fn joined_room(
         let threads: Map<String, Value> = counts.threads.into_iter().map(|(root, c)| (root, count_json(c))).collect();
         room["unread_thread_notifications"] = Value::Object(threads);
     }
-    let membership_changed = timeline.iter().chain(state_events.iter()).any(|e| e.event_type == "m.room.member");
     if full || membership_changed {
         room["summary"] = summary(services, room_id, user_id).await?;
     }
@@ -391,45 +437,42 @@ async fn joined_room(
 
 /// Lazy-loaded members: the membership events of the timeline's senders (and the
 /// user's own), each sent to a device once unless `include_redundant_members`.
-#[allow(clippy::too_many_arguments)]
+/// `since` is the token unless the room is sent in full.
 async fn lazy_load_members(
-    services: &Services,
-    user_id: &str,
+    pass: &Pass<'_>,
     room_id: &str,
     since: Option<SyncToken>,
-    now: SyncToken,
-    request: &SyncRequest,
     timeline: &[StoredEvent],
     state_events: &mut Vec<StoredEvent>,
 ) -> Result<()> {
+    let Pass { services, user_id, now, request, .. } = *pass;
     let mut wanted: BTreeSet<&str> = timeline.iter().map(|e| e.sender.as_str()).collect();
     wanted.insert(user_id);
     state_events
         .retain(|e| e.event_type != "m.room.member" || e.state_key.as_deref().is_some_and(|k| wanted.contains(k)));
     let present: HashSet<String> =
         state_events.iter().filter(|e| e.event_type == "m.room.member").filter_map(|e| e.state_key.clone()).collect();
+    let lazy = &services.lazy_members;
+    let device = &request.device_id;
+    // Members whose current event this device already has are left out (unless redundant ones are wanted).
+    let skip_known = since.filter(|_| !request.filter.include_redundant_members);
+    let known = |member: &str, event_id: &str| {
+        skip_known.is_some_and(|since| lazy.known(user_id, device, since.events, room_id, member, event_id))
+    };
     let mut missing = Vec::new();
     for member in wanted.iter().filter(|m| !present.contains(**m)) {
-        if let Some(id) = services.storage.current_state_event_id(room_id, "m.room.member", member).await? {
+        // The members as of the timeline's end (state snapshots are cached in memory).
+        let id = match timeline.last() {
+            Some(last) => services.rooms.state.lookup(last.state_group, "m.room.member", member).await?,
+            None => services.storage.current_state_event_id(room_id, "m.room.member", member).await?,
+        };
+        if let Some(id) = id.filter(|id| !known(member, id)) {
             missing.push(id);
         }
     }
     state_events.extend(services.storage.get_events(&missing).await?);
-    let lazy = &services.lazy_members;
-    let device = &request.device_id;
-    if let Some(since) = since.filter(|_| !request.filter.include_redundant_members) {
-        state_events.retain(|e| {
-            e.event_type != "m.room.member"
-                || !lazy.known(
-                    user_id,
-                    device,
-                    since.events,
-                    room_id,
-                    e.state_key.as_deref().unwrap_or(""),
-                    &e.event_id,
-                )
-        });
-    }
+    state_events
+        .retain(|e| e.event_type != "m.room.member" || !known(e.state_key.as_deref().unwrap_or(""), &e.event_id));
     let sent: Vec<(String, String)> = state_events
         .iter()
         .filter(|e| e.event_type == "m.room.member")
@@ -452,14 +495,8 @@ async fn room_active_since(services: &Services, room_id: &str, since: SyncToken)
     if latest_event > since.events {
         return Ok(true);
     }
-    let receipts = &services.ephemeral.receipt_activity;
-    let latest_receipt = match receipts.get(room_id) {
-        Some(position) => position,
-        None => {
-            let rows = services.storage.receipts_since(room_id, 0, i64::MAX).await?;
-            receipts.learn(room_id, rows.iter().map(|r| r.stream_id).max().unwrap_or(0))
-        }
-    };
+    // Loaded whole at start: every room has a position.
+    let latest_receipt = services.ephemeral.receipt_activity.get(room_id).unwrap_or(i64::MAX);
     if latest_receipt > since.receipts {
         return Ok(true);
     }
@@ -478,16 +515,14 @@ async fn latest_token(services: &Services, room_id: &str, upto: i64) -> Result<T
 
 /// `m.heroes` and member counts, for clients to name rooms without a name.
 async fn summary(services: &Services, room_id: &str, user_id: &str) -> Result<Value> {
-    let members = services.storage.room_members(room_id).await?;
-    let joined = members.iter().filter(|m| m.membership == "join").count();
-    let invited = members.iter().filter(|m| m.membership == "invite").count();
-    let heroes: Vec<&str> = members
-        .iter()
-        .filter(|m| m.user_id != user_id && matches!(m.membership.as_str(), "join" | "invite"))
-        .map(|m| m.user_id.as_str())
-        .take(5)
-        .collect();
-    Ok(json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }))
+    let members = services.rooms.timeline.member_summary(room_id).await?;
+    let heroes: Vec<&str> =
+        members.heroes.iter().map(String::as_str).filter(|hero| *hero != user_id).take(HEROES).collect();
+    Ok(json!({
+        "m.heroes": heroes,
+        "m.joined_member_count": members.joined,
+        "m.invited_member_count": members.invited,
+    }))
 }
 
 /// What an invitee or knocker may see of a room: a few state events, stripped.
@@ -522,14 +557,8 @@ async fn stripped_state(services: &Services, membership: &UserMembership) -> Res
 }
 
 /// A room the user left (or was removed from): the timeline up to the leave.
-async fn left_room(
-    services: &Services,
-    user_id: &str,
-    membership: &UserMembership,
-    since: Option<SyncToken>,
-    request: &SyncRequest,
-    ignored: &Arc<HashSet<String>>,
-) -> Result<Value> {
+async fn left_room(pass: &Pass<'_>, membership: &UserMembership) -> Result<Value> {
+    let Pass { services, user_id, since, request, .. } = *pass;
     let limit = request.filter.timeline_limit();
     let after = since.map(|s| s.events).unwrap_or(0);
     let mut events = services
@@ -539,8 +568,7 @@ async fn left_room(
     let limited = events.len() > limit;
     events.truncate(limit);
     events.reverse();
-    let mut check =
-        VisibilityCheck::with_ignored(&services.rooms, &membership.room_id, user_id, ignored.clone()).await?;
+    let mut check = pass.visibility(membership).await?;
     let mut timeline = Vec::new();
     for event in &events {
         // The leave event itself is always shown: it tells the client why it is out.
