@@ -5,14 +5,18 @@ use serde_json::Value;
 
 use crate::{Client, enc};
 
-const SYNC: &str = "/_matrix/client/v3/sync";
+pub const SYNC: &str = "/_matrix/client/v3/sync";
 
-/// `GET /sync?{query}`; asserts 200 and a `next_batch`.
-pub async fn sync(client: &Client, query: &str) -> Value {
-    let (status, body) = client.get(&format!("{SYNC}?{query}")).await;
-    assert_eq!(status.as_u16(), 200, "GET /sync?{query}: {body}");
-    assert!(body["next_batch"].as_str().is_some_and(|t| !t.is_empty()), "no next_batch: {body}");
-    body
+/// `GET /sync?{query}`; asserts 200 and a `next_batch` (failures name the caller's line).
+#[track_caller]
+pub fn sync<'a>(client: &'a Client, query: &'a str) -> impl std::future::Future<Output = Value> + 'a {
+    let caller = std::panic::Location::caller();
+    async move {
+        let (status, body) = client.get(&format!("{SYNC}?{query}")).await;
+        assert_eq!(status.as_u16(), 200, "GET /sync?{query} failed at {caller}: {body}");
+        assert!(body["next_batch"].as_str().is_some_and(|t| !t.is_empty()), "no next_batch at {caller}: {body}");
+        body
+    }
 }
 
 /// The `next_batch` of a sync response.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use complement_tests::sync::{SYNC, next_batch, since, sync};
 use complement_tests::{Client, Resp, TestServer, assert_err, assert_ok, enc, errcode};
 use ed25519_dalek::{Signer, SigningKey};
 use reqwest::Method;
@@ -288,27 +289,6 @@ async fn claim_one(client: &Client, target: &Device) -> Option<(String, Value)> 
     let (id, key) = keys.iter().next().expect("one key");
     assert!(id.starts_with(&format!("{OTK_ALG}:")), "claimed key of the wrong algorithm: {body}");
     Some((id.clone(), key.clone()))
-}
-
-const SYNC: &str = "/_matrix/client/v3/sync";
-
-#[track_caller]
-fn sync<'a>(client: &'a Client, query: &'a str) -> impl std::future::Future<Output = Value> + 'a {
-    let caller = std::panic::Location::caller();
-    async move {
-        let (status, body) = client.get(&format!("{SYNC}?{query}")).await;
-        assert_eq!(status.as_u16(), 200, "GET /sync?{query} failed at {caller}: {body}");
-        assert!(body["next_batch"].as_str().is_some_and(|t| !t.is_empty()), "no next_batch at {caller}: {body}");
-        body
-    }
-}
-
-fn next_batch(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
-}
-
-fn since(token: &str, timeout_ms: u64) -> String {
-    format!("since={}&timeout={timeout_ms}", enc(token))
 }
 
 /// The current `next_batch` (an initial sync).
