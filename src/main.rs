@@ -7,6 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 // glibc's allocator keeps each freed 19 MiB argon2 buffer and grows by one per
 // password hash; mimalloc reuses them (and is faster for many small allocations).
+// The `system-alloc` feature keeps the system allocator, for heap profilers
+// (heaptrack) that watch malloc.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::service::activity::LatestPositions;
 use crate::service::notifier::Notifier;
 use crate::service::now_ms;
+use crate::service::push::UnreadCache;
 use crate::storage::{ReceiptRow, Storage};
 
 /// Longest a client may ask to be shown as typing.
@@ -37,10 +38,16 @@ pub struct Ephemeral {
     receipt_write: tokio::sync::Mutex<()>,
     /// Each room's latest receipt position (lets /sync skip quiet rooms).
     pub receipt_activity: LatestPositions,
+    /// Read receipts reset the unread counts held in memory.
+    unread: Arc<UnreadCache>,
 }
 
 impl Ephemeral {
-    pub async fn new(storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Arc<Self>> {
+    pub async fn new(
+        storage: Arc<dyn Storage>,
+        notifier: Arc<Notifier>,
+        unread: Arc<UnreadCache>,
+    ) -> Result<Arc<Self>> {
         let receipts = storage.max_receipt_stream().await?;
         // One row per room: lets /sync tell, without a query, that a room has no new receipts.
         let receipt_activity = LatestPositions::complete(storage.latest_receipt_per_room().await?);
@@ -52,6 +59,7 @@ impl Ephemeral {
             receipt_stream: AtomicI64::new(receipts),
             receipt_write: tokio::sync::Mutex::new(()),
             receipt_activity,
+            unread,
         }))
     }
 
@@ -147,6 +155,9 @@ impl Ephemeral {
             })
             .await?;
         self.receipt_activity.record(room_id, position);
+        if matches!(receipt_type, "m.read" | "m.read.private") {
+            self.unread.read(user_id, room_id);
+        }
         self.receipt_stream.store(position, Ordering::SeqCst);
         drop(guard);
         if receipt_type == "m.read.private" {

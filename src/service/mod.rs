@@ -62,11 +62,18 @@ impl Services {
         let signing_key = Arc::new(signing_key);
         let notifier = Arc::new(notifier::Notifier::new(storage.clone()));
         let rulesets = Arc::new(push::Rulesets::new(storage.clone()));
-        let rooms =
-            rooms::Rooms::new(config.clone(), storage.clone(), signing_key.clone(), notifier.clone(), rulesets.clone())
-                .await?;
+        let unread = Arc::new(push::UnreadCache::default());
+        let rooms = rooms::Rooms::new(
+            config.clone(),
+            storage.clone(),
+            signing_key.clone(),
+            notifier.clone(),
+            rulesets.clone(),
+            unread.clone(),
+        )
+        .await?;
         let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
-        let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone()).await?;
+        let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone(), unread.clone()).await?;
         let presence = presence::Presence::new(&config, storage.clone(), notifier.clone()).await?;
         let e2ee = Arc::new(e2ee::E2ee::new(config.clone(), storage.clone(), notifier.clone()).await?);
         let media = media::MediaService::new(config.clone(), storage.clone())?;
@@ -80,7 +87,7 @@ impl Services {
             registration: registration::Registration::new(config.clone(), storage.clone()),
             account_data,
             ephemeral,
-            push: push::Push::new(storage.clone(), rulesets),
+            push: push::Push::new(storage.clone(), rulesets, unread),
             notifier,
             uia: uia::Uia::new(Duration::from_secs(config.auth.uia_session_timeout_secs)),
             rate_limiter: rate_limit::RateLimiter::new(config.rate_limits.clone()),

@@ -1,7 +1,10 @@
 //! Storage of rooms: events (the DAG), state snapshots, current state,
 //! memberships, transaction ids and aliases.
 
+use std::sync::{Arc, LazyLock, OnceLock};
+
 use async_trait::async_trait;
+use serde_json::Value;
 
 use super::Result;
 
@@ -29,6 +32,28 @@ pub struct StoredEvent {
     pub replaces_state: Option<String>,
     pub redacted_by: Option<String>,
     pub json: String,
+    /// `json` parsed, on first use, shared by clones: an event held in memory
+    /// is formatted for every member it is delivered to. Never set `json`
+    /// after it is read.
+    #[sqlx(skip)]
+    pub parsed: Arc<OnceLock<Value>>,
+}
+
+impl StoredEvent {
+    /// The PDU as JSON, parsed once.
+    pub fn pdu(&self) -> serde_json::Result<&Value> {
+        if let Some(pdu) = self.parsed.get() {
+            return Ok(pdu);
+        }
+        let pdu = serde_json::from_str(&self.json)?;
+        Ok(self.parsed.get_or_init(|| pdu))
+    }
+
+    /// The event's `content` (an empty object when it has none).
+    pub fn content(&self) -> serde_json::Result<&Value> {
+        static EMPTY: LazyLock<Value> = LazyLock::new(|| Value::Object(Default::default()));
+        Ok(self.pdu()?.get("content").unwrap_or(&EMPTY))
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -207,6 +207,7 @@ fn stored(stream: i64, event_id: &str, room_id: &str, state_key: Option<&str>, g
         replaces_state: None,
         redacted_by: None,
         json: format!("{{\"n\":{stream}}}"),
+        parsed: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod evaluate;
 mod pushers;
 mod rules;
 pub mod rulesets;
+mod unread;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub use evaluate::{Evaluator, MAIN_THREAD, RoomPushContext};
 pub use pushers::PusherRequest;
 pub use rules::Placement;
 pub use rulesets::Rulesets;
+pub use unread::UnreadCache;
 
 use crate::error::{Error, Result};
 use crate::service::rooms::format::client_event;
@@ -27,6 +29,7 @@ const DEFAULT_NOTIFICATIONS: i64 = 20;
 pub struct Push {
     storage: Arc<dyn Storage>,
     pub rulesets: Arc<Rulesets>,
+    unread: Arc<UnreadCache>,
 }
 
 /// Unread counts of one room: the whole room or, with per-thread counts, the
@@ -38,12 +41,14 @@ pub struct UnreadCounts {
 }
 
 impl Push {
-    pub fn new(storage: Arc<dyn Storage>, rulesets: Arc<Rulesets>) -> Self {
-        Self { storage, rulesets }
+    pub fn new(storage: Arc<dyn Storage>, rulesets: Arc<Rulesets>, unread: Arc<UnreadCache>) -> Self {
+        Self { storage, rulesets, unread }
     }
 
     /// `(notification_count, highlight_count)` for the user's unread events in
-    /// the room up to stream position `upto`; `per_thread` splits threads out.
+    /// the room, given that every event up to stream position `upto` is stored
+    /// (events the room writer has stored since may count too); `per_thread`
+    /// splits threads out.
     pub async fn unread_counts(
         &self,
         user_id: &str,
@@ -52,7 +57,15 @@ impl Push {
         per_thread: bool,
     ) -> Result<UnreadCounts> {
         let mut counts = UnreadCounts::default();
-        for thread in self.storage.unread_counts(user_id, room_id, upto).await? {
+        let threads = match self.unread.lookup(user_id, room_id, upto) {
+            Ok(threads) => threads,
+            Err(ticket) => {
+                let threads = self.storage.unread_counts(user_id, room_id, ticket.upto).await?;
+                self.unread.store(user_id, room_id, ticket, &threads);
+                threads
+            }
+        };
+        for thread in threads {
             let pair = (thread.notifications, thread.highlights);
             if !per_thread || thread.thread_id == MAIN_THREAD {
                 counts.room.0 += pair.0;

@@ -8,16 +8,15 @@ use crate::storage::StoredEvent;
 
 /// The `content` of a stored event.
 pub fn content(event: &StoredEvent) -> Result<Value> {
-    let pdu: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
-    Ok(pdu.get("content").cloned().unwrap_or_else(|| json!({})))
+    Ok(event.content().map_err(Error::internal)?.clone())
 }
 
 /// A stored event in client format. `redacted_because` is the redaction event in
 /// client format when the event was redacted.
 pub fn client_event(event: &StoredEvent, redacted_because: Option<Value>) -> Result<Value> {
-    let pdu: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
+    let pdu = event.pdu().map_err(Error::internal)?;
     let mut out = Map::new();
-    out.insert("content".into(), pdu.get("content").cloned().unwrap_or_else(|| json!({})));
+    out.insert("content".into(), event.content().map_err(Error::internal)?.clone());
     out.insert("event_id".into(), json!(event.event_id));
     out.insert("origin_server_ts".into(), json!(event.origin_server_ts));
     out.insert("room_id".into(), json!(event.room_id));

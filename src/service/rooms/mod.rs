@@ -51,6 +51,7 @@ impl Rooms {
         signing_key: Arc<SigningKey>,
         notifier: Arc<crate::service::notifier::Notifier>,
         rulesets: Arc<crate::service::push::Rulesets>,
+        unread: Arc<crate::service::push::UnreadCache>,
     ) -> Result<Self> {
         let state = Arc::new(state::StateStore::new(storage.clone()));
         let push = crate::service::push::Evaluator::new(rulesets, config.server_name.clone());
@@ -61,6 +62,7 @@ impl Rooms {
             config.server_name.clone(),
             notifier,
             push,
+            unread,
         )
         .await?;
         Ok(Self { config, storage, timeline, state, versions: moka::future::Cache::new(100_000) })

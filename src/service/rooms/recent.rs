@@ -100,6 +100,7 @@ mod tests {
             replaces_state: None,
             redacted_by: None,
             json: "{}".into(),
+            parsed: Default::default(),
         }
     }
 

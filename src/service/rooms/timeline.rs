@@ -15,7 +15,7 @@ use super::state::{StateChange, StateMap, StateStore};
 use crate::error::{Error, Result};
 use crate::service::notifier::{EventNotice, Notifier};
 use crate::service::now_ms;
-use crate::service::push::{Evaluator, RoomPushContext};
+use crate::service::push::{Evaluator, RoomPushContext, UnreadCache};
 use crate::service::signing_key::SigningKey;
 use crate::service::versioned_cache::VersionedCache;
 use crate::storage::{NewEvent, Storage, StoredEvent, TxnKey};
@@ -122,6 +122,8 @@ pub struct Timeline {
     /// Event contents read by visibility checks (they change only by redaction).
     contents: VersionedCache<String, Option<Arc<Value>>>,
     push: Evaluator,
+    /// Unread counts held in memory, kept current as events are stored.
+    unread: Arc<UnreadCache>,
 }
 
 impl Timeline {
@@ -132,6 +134,7 @@ impl Timeline {
         server_name: String,
         notifier: Arc<Notifier>,
         push: Evaluator,
+        unread: Arc<UnreadCache>,
     ) -> Result<Self> {
         let ids = super::ids::IdAllocator::load(storage.as_ref()).await?;
         let started_at = ids.persisted();
@@ -152,6 +155,7 @@ impl Timeline {
             contents: VersionedCache::new(MAX_CACHED_CONTENTS),
             member_summaries: VersionedCache::new(MAX_CACHED_ROOMS),
             push,
+            unread,
         })
     }
 
@@ -554,6 +558,7 @@ impl Timeline {
                 .and_then(|k| head.state.get(&(draft.kind.clone(), k.clone())).cloned()),
             redacted_by: None,
             json,
+            parsed: Default::default(),
         };
         let prev: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
         if redaction.is_some() {
@@ -595,8 +600,11 @@ impl Timeline {
         // Before the watermark moves: a sync that sees this position must see the room active.
         self.activity.record(&stored.room_id, stream_id);
         self.recent.push(&stored);
+        self.unread.event_stored(&stored.room_id, stream_id, origin.sender, &push_actions);
         if redaction.is_some() {
             self.contents.changed_all();
+            // The target's notifications were deleted with it.
+            self.unread.room_changed(&stored.room_id);
         }
         if relation(&draft.content).is_some() {
             self.latest_relation.fetch_max(stream_id, std::sync::atomic::Ordering::SeqCst);

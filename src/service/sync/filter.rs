@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::service::rooms::filter::{EventFilter, content_of, glob_match};
+use crate::service::rooms::filter::{EventFilter, glob_match};
 use crate::storage::StoredEvent;
 
 /// Timeline events per room when the filter sets no limit.
@@ -89,11 +89,11 @@ impl SyncFilter {
     }
 
     pub fn timeline_allows(&self, event: &StoredEvent) -> Result<bool> {
-        Ok(self.timeline.matches(event, &content_of(event)?))
+        Ok(self.timeline.matches(event, event.content().map_err(Error::internal)?))
     }
 
     pub fn state_allows(&self, event: &StoredEvent) -> bool {
-        content_of(event).map(|c| self.state.matches(event, &c)).unwrap_or(false)
+        event.content().map(|c| self.state.matches(event, c)).unwrap_or(false)
     }
 
     pub fn account_data_allowed(&self, data_type: &str) -> bool {

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
 pub use filter::SyncFilter;
@@ -21,6 +22,8 @@ use crate::service::e2ee::DeviceListDelta;
 use crate::service::rooms::{Token, VisibilityCheck};
 use crate::storage::{AccountDataRow, Direction, StoredEvent, UserMembership};
 
+/// Joined rooms whose sections are built concurrently.
+const ROOMS_AT_ONCE: usize = 8;
 /// Members named in a room summary's `m.heroes`.
 const HEROES: usize = 5;
 /// Longest a client may make the server hold a request.
@@ -167,6 +170,7 @@ async fn build(
             Ok::<_, crate::error::Error>(Arc::new(storage.user_memberships(user_id).await?))
         })
         .await?;
+    let mut joined = Vec::new();
     for membership in memberships.iter() {
         if !filter.room_allowed(&membership.room_id) || membership.stream_ordering > now.events {
             continue;
@@ -174,11 +178,7 @@ async fn build(
         let changed_since = since.is_none_or(|s| membership.stream_ordering > s.events);
         let room_account_data = account_data.remove(&membership.room_id).unwrap_or_default();
         match membership.membership.as_str() {
-            "join" => {
-                if let Some(room) = joined_room(&pass, membership, room_account_data).await? {
-                    join.insert(membership.room_id.clone(), room);
-                }
-            }
+            "join" => joined.push((membership.clone(), room_account_data)),
             "invite" if changed_since => {
                 invite.insert(
                     membership.room_id.clone(),
@@ -200,6 +200,23 @@ async fn build(
             _ => {}
         }
     }
+    // Joined rooms are built a few at a time: each waits on the database for
+    // part of its work, and the waits overlap.
+    let mut rooms_built = futures_util::stream::iter(joined)
+        .map(|(membership, room_account_data)| {
+            let pass = &pass;
+            async move {
+                let room = joined_room(pass, &membership, room_account_data).await?;
+                Ok::<_, crate::error::Error>((membership.room_id, room))
+            }
+        })
+        .buffer_unordered(ROOMS_AT_ONCE);
+    while let Some((room_id, room)) = rooms_built.try_next().await? {
+        if let Some(room) = room {
+            join.insert(room_id, room);
+        }
+    }
+    drop(rooms_built);
 
     let global: Vec<Value> = account_data
         .remove("")
@@ -452,12 +469,11 @@ async fn lazy_load_members(
         .retain(|e| e.event_type != "m.room.member" || e.state_key.as_deref().is_some_and(|k| wanted.contains(k)));
     let present: HashSet<String> =
         state_events.iter().filter(|e| e.event_type == "m.room.member").filter_map(|e| e.state_key.clone()).collect();
-    let lazy = &services.lazy_members;
-    let device = &request.device_id;
+    let lazy = services.lazy_members.device(user_id, &request.device_id);
     // Members whose current event this device already has are left out (unless redundant ones are wanted).
     let skip_known = since.filter(|_| !request.filter.include_redundant_members);
     let known = |member: &str, event_id: &str| {
-        skip_known.is_some_and(|since| lazy.known(user_id, device, since.events, room_id, member, event_id))
+        skip_known.is_some_and(|since| lazy.known(since.events, room_id, member, event_id))
     };
     let mut missing = Vec::new();
     for member in wanted.iter().filter(|m| !present.contains(**m)) {
@@ -478,7 +494,7 @@ async fn lazy_load_members(
         .filter(|e| e.event_type == "m.room.member")
         .map(|e| (e.state_key.clone().unwrap_or_default(), e.event_id.clone()))
         .collect();
-    lazy.record(user_id, device, now.events, room_id, &sent);
+    lazy.record(now.events, room_id, &sent);
     Ok(())
 }
 
