@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
@@ -75,16 +74,8 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    // Responses go out at once: no Nagle delay on small JSON bodies.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
-        .await?;
+async fn serve(listener: TcpListener, router: axum::Router, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    crate::http_server::serve(listener, router, stop).await;
     Ok(())
 }
 

@@ -134,7 +134,9 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let token = access_token(parts).ok_or_else(Error::missing_token)?;
-        let requester = state.services.auth.authenticate(&token, client_ip(parts).as_deref()).await?;
+        // Boxed: a handler's future is as large as its largest step, and a
+        // long-poll holds that space for its whole wait.
+        let requester = Box::pin(state.services.auth.authenticate(&token, client_ip(parts).as_deref())).await?;
         if requester.is_guest {
             let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str()).unwrap_or_default();
             if !GUEST_ROUTES.iter().any(|allowed| route.ends_with(allowed)) {

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::service::activity::LatestPositions;
+use crate::service::ignored_users::IgnoredUsers;
 use crate::service::notifier::Notifier;
-use crate::service::versioned_cache::VersionedCache;
 use crate::storage::{AccountDataRow, Storage};
 
 pub struct AccountData {
@@ -22,8 +22,8 @@ pub struct AccountData {
     write: tokio::sync::Mutex<()>,
     /// Each user's latest change (lets /sync skip the read when nothing changed).
     latest: LatestPositions,
-    /// Each user's ignored users (`m.ignored_user_list`), read by every /sync that has events.
-    ignored: VersionedCache<String, Arc<HashSet<String>>>,
+    /// Each user's ignored users (`m.ignored_user_list`), shared with the room reads.
+    ignored: Arc<IgnoredUsers>,
     /// Stored filters, which never change (clients name one in every /sync).
     filters: moka::sync::Cache<(String, i64), Arc<Value>>,
 }
@@ -31,7 +31,7 @@ pub struct AccountData {
 const MAX_CACHED_USERS: u64 = 100_000;
 
 impl AccountData {
-    pub async fn new(storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Self> {
+    pub async fn new(storage: Arc<dyn Storage>, notifier: Arc<Notifier>, ignored: Arc<IgnoredUsers>) -> Result<Self> {
         let stream = AtomicI64::new(storage.max_account_data_stream().await?);
         Ok(Self {
             storage,
@@ -39,7 +39,7 @@ impl AccountData {
             stream,
             write: tokio::sync::Mutex::new(()),
             latest: LatestPositions::default(),
-            ignored: VersionedCache::new(MAX_CACHED_USERS),
+            ignored,
             filters: moka::sync::Cache::new(MAX_CACHED_USERS),
         })
     }
@@ -60,7 +60,7 @@ impl AccountData {
             .put_account_data(user_id, room_id.unwrap_or(""), data_type, &content.to_string(), position)
             .await?;
         self.latest.record(user_id, position);
-        self.ignored.changed(&user_id.to_owned());
+        self.ignored.changed(user_id);
         self.stream.store(position, Ordering::SeqCst);
         drop(guard);
         self.notifier.wake_user(user_id);
@@ -80,11 +80,7 @@ impl AccountData {
 
     /// The users this user ignores, from memory while the list has not changed.
     pub async fn ignored_users(&self, user_id: &str) -> Result<Arc<HashSet<String>>> {
-        let read = || async {
-            let text = self.storage.get_account_data(user_id, "", "m.ignored_user_list").await?;
-            Ok::<_, Error>(Arc::new(text.as_deref().map(ignored_in).unwrap_or_default()))
-        };
-        self.ignored.get_or_load(&user_id.to_owned(), read).await
+        self.ignored.of(user_id).await
     }
 
     pub async fn get(&self, user_id: &str, room_id: Option<&str>, data_type: &str) -> Result<Value> {
@@ -113,14 +109,6 @@ impl AccountData {
         self.filters.insert(key, filter.clone());
         Ok(filter)
     }
-}
-
-/// The user ids of an `m.ignored_user_list` content (nothing when it is malformed).
-pub fn ignored_in(content: &str) -> HashSet<String> {
-    serde_json::from_str::<Value>(content)
-        .ok()
-        .and_then(|v| v.get("ignored_users").and_then(Value::as_object).map(|o| o.keys().cloned().collect()))
-        .unwrap_or_default()
 }
 
 fn validate_filter(filter: &Value) -> Result<()> {

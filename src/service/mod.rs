@@ -6,6 +6,7 @@ pub mod activity;
 pub mod auth;
 pub mod e2ee;
 pub mod ephemeral;
+pub mod ignored_users;
 pub mod media;
 pub mod notifier;
 pub mod password;
@@ -63,6 +64,7 @@ impl Services {
         let notifier = Arc::new(notifier::Notifier::new(storage.clone()));
         let rulesets = Arc::new(push::Rulesets::new(storage.clone()));
         let unread = Arc::new(push::UnreadCache::default());
+        let ignored = Arc::new(ignored_users::IgnoredUsers::new(storage.clone()));
         let rooms = rooms::Rooms::new(
             config.clone(),
             storage.clone(),
@@ -70,9 +72,10 @@ impl Services {
             notifier.clone(),
             rulesets.clone(),
             unread.clone(),
+            ignored.clone(),
         )
         .await?;
-        let account_data = account_data::AccountData::new(storage.clone(), notifier.clone()).await?;
+        let account_data = account_data::AccountData::new(storage.clone(), notifier.clone(), ignored).await?;
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), notifier.clone(), unread.clone()).await?;
         let presence = presence::Presence::new(&config, storage.clone(), notifier.clone()).await?;
         let e2ee = Arc::new(e2ee::E2ee::new(config.clone(), storage.clone(), notifier.clone()).await?);

@@ -219,29 +219,22 @@ async fn receive(
 ) {
     loop {
         polls_sent.fetch_add(1, Ordering::Relaxed);
-        let resp = match sync_api::sync(ctx, &user.access_token, Some(&since), POLL_TIMEOUT_MS, Some(filter)).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                let _ = err_tx.send(format!("receiver {i}: {e}"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (next, bodies) =
+            match sync_api::sync_bodies(ctx, &user.access_token, &since, POLL_TIMEOUT_MS, filter, room_id).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let _ = err_tx.send(format!("receiver {i}: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
         let at = Instant::now();
-        for event in sync_api::timeline(&resp, room_id) {
-            let seq = event["content"]["body"]
-                .as_str()
-                .and_then(|b| b.strip_prefix(marker))
-                .and_then(|rest| rest.trim().parse::<usize>().ok());
+        for body in bodies.iter().flatten() {
+            let seq = body.strip_prefix(marker).and_then(|rest| rest.trim().parse::<usize>().ok());
             if let Some(seq) = seq {
                 let _ = tx.send((i, seq, at));
             }
         }
-        match sync_api::next_batch(&resp) {
-            Ok(next) => since = next,
-            Err(e) => {
-                let _ = err_tx.send(format!("receiver {i}: {e}"));
-            }
-        }
+        since = next;
     }
 }

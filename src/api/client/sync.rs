@@ -44,7 +44,8 @@ async fn sync_handler(
             SyncFilter::from_json(&value)?
         }
         Some(id) => {
-            let stored = services.account_data.get_filter(&auth.requester.user_id, id).await?;
+            // Boxed, like the sync's own steps: see `sync::sync`.
+            let stored = Box::pin(services.account_data.get_filter(&auth.requester.user_id, id)).await?;
             SyncFilter::from_json(&stored)?
         }
     };

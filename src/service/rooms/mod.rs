@@ -42,6 +42,8 @@ pub struct Rooms {
     pub(crate) state: Arc<state::StateStore>,
     /// Room versions never change: known rooms are answered from memory.
     versions: moka::future::Cache<String, String>,
+    /// Each user's ignored users, hidden from what they read.
+    pub(crate) ignored: Arc<crate::service::ignored_users::IgnoredUsers>,
 }
 
 impl Rooms {
@@ -52,6 +54,7 @@ impl Rooms {
         notifier: Arc<crate::service::notifier::Notifier>,
         rulesets: Arc<crate::service::push::Rulesets>,
         unread: Arc<crate::service::push::UnreadCache>,
+        ignored: Arc<crate::service::ignored_users::IgnoredUsers>,
     ) -> Result<Self> {
         let state = Arc::new(state::StateStore::new(storage.clone()));
         let push = crate::service::push::Evaluator::new(rulesets, config.server_name.clone());
@@ -65,7 +68,7 @@ impl Rooms {
             unread,
         )
         .await?;
-        Ok(Self { config, storage, timeline, state, versions: moka::future::Cache::new(100_000) })
+        Ok(Self { config, storage, timeline, state, versions: moka::future::Cache::new(100_000), ignored })
     }
 
     /// The room's version, or 404 M_NOT_FOUND when this server does not know it.

@@ -66,7 +66,7 @@ impl Rooms {
             self.storage.search_events(&rooms, &criteria.search_term, &keys, recent, skip, limit).await?;
 
         let mut checks: HashMap<String, VisibilityCheck<'_>> = HashMap::new();
-        let ignored = std::sync::Arc::new(super::visibility::ignored_users(self, user_id).await?);
+        let ignored = self.ignored.of(user_id).await?;
         let mut results = Vec::new();
         let mut result_rooms = Vec::new();
         for hit in hits.iter() {

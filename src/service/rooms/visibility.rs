@@ -20,15 +20,9 @@ pub struct VisibilityCheck<'a> {
     ignored: Arc<HashSet<String>>,
 }
 
-/// The users in the viewer's `m.ignored_user_list` account data.
-pub async fn ignored_users(rooms: &Rooms, user_id: &str) -> Result<HashSet<String>> {
-    let text = rooms.storage.get_account_data(user_id, "", "m.ignored_user_list").await?;
-    Ok(text.as_deref().map(crate::service::account_data::ignored_in).unwrap_or_default())
-}
-
 impl<'a> VisibilityCheck<'a> {
     pub async fn new(rooms: &'a Rooms, room_id: &str, user_id: &'a str) -> Result<Self> {
-        let ignored = Arc::new(ignored_users(rooms, user_id).await?);
+        let ignored = rooms.ignored.of(user_id).await?;
         Self::with_ignored(rooms, room_id, user_id, ignored).await
     }
 

@@ -51,7 +51,9 @@ pub struct SyncRequest {
 }
 
 pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> Result<Value> {
-    let _presence = services.presence.syncing(user_id, request.set_presence).await?;
+    // The steps before and after the wait are boxed: a future is as large as
+    // its largest step, and a long-poll would hold that space while it waits.
+    let _presence = Box::pin(services.presence.syncing(user_id, request.set_presence)).await?;
     if request.since.is_none() {
         services.lazy_members.reset(user_id, &request.device_id);
     }
@@ -59,7 +61,7 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut since = request.since;
     if let Some(token) = since {
-        services.e2ee.acknowledge_to_device(user_id, &request.device_id, token.to_device).await?;
+        Box::pin(services.e2ee.acknowledge_to_device(user_id, &request.device_id, token.to_device)).await?;
     }
     loop {
         // Armed before looking, so a change between the look and the wait still wakes us.
@@ -69,8 +71,6 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
 
         let now = current_token(services).max(since.unwrap_or_default());
         if since.is_none_or(|s| s.is_behind(&now)) || request.full_state {
-            // Boxed: the building state machine is large, and a long-poll that
-            // waits below would otherwise hold its space for the whole wait.
             let (response, empty) = Box::pin(build(services, user_id, since, now, &request)).await?;
             if !empty || since.is_none() || request.full_state {
                 return Ok(response);
@@ -80,7 +80,7 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
         }
         let _waiting = services.notifier.waiting();
         if services.notifier.is_closing() || tokio::time::timeout_at(deadline, notified).await.is_err() {
-            let keys = services.e2ee.key_counts(user_id, &request.device_id).await?;
+            let keys = Box::pin(services.e2ee.key_counts(user_id, &request.device_id)).await?;
             return Ok(json!({
                 "next_batch": since.unwrap_or(now).to_string(),
                 "device_one_time_keys_count": keys.one_time,
