@@ -6,12 +6,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use complement_tests::sync::{SYNC, next_batch, since, sync};
 use complement_tests::{Client, Resp, TestServer, assert_err, assert_ok, enc};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
-const SYNC: &str = "/_matrix/client/v3/sync";
 const PASSWORD: &str = "to-device password";
 const TYPE: &str = "org.example.ping";
 
@@ -33,25 +33,6 @@ async fn send(from: &Client, to: &Client, device: &str, content: Value) {
     let body = json!({ "messages": { to.user_id.as_str(): { device: content } } });
     let resp = assert_ok(send_raw(from, TYPE, &txn(), body).await);
     assert_eq!(resp, json!({}), "sendToDevice returns an empty object");
-}
-
-#[track_caller]
-fn sync<'a>(client: &'a Client, query: &'a str) -> impl std::future::Future<Output = Value> + 'a {
-    let caller = std::panic::Location::caller();
-    async move {
-        let (status, body) = client.get(&format!("{SYNC}?{query}")).await;
-        assert_eq!(status.as_u16(), 200, "GET /sync?{query} failed at {caller}: {body}");
-        assert!(body["next_batch"].as_str().is_some_and(|t| !t.is_empty()), "no next_batch at {caller}: {body}");
-        body
-    }
-}
-
-fn next_batch(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
-}
-
-fn since(token: &str, timeout_ms: u64) -> String {
-    format!("since={}&timeout={timeout_ms}", enc(token))
 }
 
 /// `to_device.events` of a sync response (absent = none), each checked for shape.

@@ -4,19 +4,11 @@
 
 use std::time::Duration;
 
+use complement_tests::sync::{SYNC, next_batch, sync};
 use complement_tests::{Client, TestServer, assert_err, assert_ok, enc};
 use serde_json::{Value, json};
 
-const SYNC: &str = "/_matrix/client/v3/sync";
 const THREADED: &str = r#"{"room":{"timeline":{"unread_thread_notifications":true}}}"#;
-
-async fn sync(client: &Client, query: &str) -> Value {
-    assert_ok(client.get(&format!("{SYNC}?{query}")).await)
-}
-
-fn next_batch(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
-}
 
 /// `(notification_count, highlight_count)` of a joined room in a sync response.
 #[track_caller]

@@ -6,39 +6,13 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use complement_tests::client::new_txn_id;
+use complement_tests::sync::{SYNC, next_batch, since, sync};
 use complement_tests::{Client, Resp, TestServer, assert_err, assert_ok, enc};
 use serde_json::{Value, json};
-
-const SYNC: &str = "/_matrix/client/v3/sync";
 
 /// `GET /sync?{query}`; the raw response.
 async fn sync_raw(client: &Client, query: &str) -> Resp {
     client.get(&format!("{SYNC}?{query}")).await
-}
-
-/// `GET /sync?{query}`; asserts 200 and a string `next_batch`.
-#[track_caller]
-fn sync<'a>(client: &'a Client, query: &'a str) -> impl std::future::Future<Output = Value> + 'a {
-    let caller = std::panic::Location::caller();
-    async move {
-        let (status, body) = sync_raw(client, query).await;
-        assert_eq!(status.as_u16(), 200, "GET /sync?{query} failed at {caller}: {body}");
-        assert!(
-            body["next_batch"].as_str().is_some_and(|t| !t.is_empty()),
-            "/sync without a next_batch string at {caller}: {body}"
-        );
-        body
-    }
-}
-
-/// The `next_batch` of a sync response.
-fn next_batch(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
-}
-
-/// `since=<token>&timeout=<ms>` (token encoded).
-fn since(token: &str, timeout_ms: u64) -> String {
-    format!("since={}&timeout={timeout_ms}", enc(token))
 }
 
 /// `&filter=<json>` (encoded).

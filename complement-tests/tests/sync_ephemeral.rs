@@ -4,31 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use complement_tests::sync::{next_batch, since, sync};
 use complement_tests::{Client, Resp, TestServer, assert_err, assert_ok, enc, now_ms};
 use serde_json::{Value, json};
-
-const SYNC: &str = "/_matrix/client/v3/sync";
-
-/// `GET /sync?{query}`; asserts 200 and a `next_batch`.
-#[track_caller]
-fn sync<'a>(client: &'a Client, query: &'a str) -> impl std::future::Future<Output = Value> + 'a {
-    let caller = std::panic::Location::caller();
-    async move {
-        let (status, body) = client.get(&format!("{SYNC}?{query}")).await;
-        assert_eq!(status.as_u16(), 200, "GET /sync?{query} failed at {caller}: {body}");
-        assert!(body["next_batch"].as_str().is_some_and(|t| !t.is_empty()), "no next_batch at {caller}: {body}");
-        body
-    }
-}
-
-fn next_batch(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
-}
-
-/// `since=<token>&timeout=<ms>`.
-fn since(token: &str, timeout_ms: u64) -> String {
-    format!("since={}&timeout={timeout_ms}", enc(token))
-}
 
 /// The current `next_batch` of `client` (an initial sync).
 async fn token(client: &Client) -> String {
