@@ -157,6 +157,8 @@ async fn ignored_users_messages_are_hidden_from_messages() {
     send_text(&bob, &room, "bob one").await;
     send_text(&carol, &room, "carol one").await;
 
+    // Read once before ignoring: the (empty) list read then must not outlive the change.
+    assert_eq!(visible_bodies(&alice, &room).await, vec!["bob one".to_owned(), "carol one".to_owned()]);
     let path = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&alice.user_id));
     assert_ok(alice.put(&path, json!({ "ignored_users": { bob.user_id.clone(): {} } })).await);
     send_text(&bob, &room, "bob two").await;

@@ -39,13 +39,10 @@ struct RoomCounts {
 
 struct Slot {
     version: u64,
-    counts: Option<Cached>,
-}
-
-struct Cached {
-    /// Every event of the room up to here is counted.
-    as_of: i64,
-    threads: Vec<ThreadCounts>,
+    /// Counts of every event of the room the writer has applied here: a read
+    /// is kept only if no applied event changed them while it ran, and every
+    /// event applied after it adds to them.
+    counts: Option<Vec<ThreadCounts>>,
 }
 
 /// A read from the database to make: the counts of the room's events up to
@@ -80,7 +77,7 @@ impl UnreadCache {
         let upto = room.applied.max(persisted);
         if let Some(slot) = room.users.get(user_id) {
             return match &slot.counts {
-                Some(cached) => Ok(cached.threads.clone()),
+                Some(threads) => Ok(threads.clone()),
                 None => Err(Ticket { version: slot.version, upto }),
             };
         }
@@ -100,7 +97,7 @@ impl UnreadCache {
         if let Some(slot) = room.users.get_mut(user_id)
             && slot.version == ticket.version
         {
-            slot.counts = Some(Cached { as_of: ticket.upto, threads: threads.to_vec() });
+            slot.counts = Some(threads.to_vec());
         }
     }
 
@@ -113,23 +110,18 @@ impl UnreadCache {
         for action in actions {
             let Some(slot) = room.users.get_mut(&action.user_id) else { continue };
             slot.version = self.next_version();
-            let Some(cached) = slot.counts.as_mut().filter(|c| c.as_of < position) else { continue };
+            let Some(threads) = slot.counts.as_mut() else { continue };
             let highlight = i64::from(action.highlight);
-            match cached.threads.iter_mut().find(|t| t.thread_id == action.thread_id) {
+            match threads.iter_mut().find(|t| t.thread_id == action.thread_id) {
                 Some(thread) => {
                     thread.notifications += 1;
                     thread.highlights += highlight;
                 }
-                None => cached.threads.push(ThreadCounts {
+                None => threads.push(ThreadCounts {
                     thread_id: action.thread_id.clone(),
                     notifications: 1,
                     highlights: highlight,
                 }),
-            }
-        }
-        for slot in room.users.values_mut() {
-            if let Some(cached) = slot.counts.as_mut() {
-                cached.as_of = cached.as_of.max(position);
             }
         }
         // The sender's own event marks the room (or its thread) read for them.

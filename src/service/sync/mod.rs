@@ -216,7 +216,6 @@ async fn build(
             join.insert(room_id, room);
         }
     }
-    drop(rooms_built);
 
     let global: Vec<Value> = account_data
         .remove("")
