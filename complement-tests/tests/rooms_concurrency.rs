@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use complement_tests::{TestServer, unique_localpart};
+use complement_tests::{TestServer, assert_ok, unique_localpart};
 use serde_json::{Value, json};
 
 const USERS: usize = 8;
@@ -98,4 +98,66 @@ async fn eight_users_send_200_messages_each_concurrently() {
     let filtered_ids: Vec<&str> = filtered.iter().map(|e| e["event_id"].as_str().expect("event_id")).collect();
     assert_eq!(filtered_ids.len(), back_ids.len(), "filtered dir=b count");
     assert!(filtered_ids.iter().zip(&back_ids).all(|(a, b)| a == b), "filtered dir=b order differs");
+}
+
+/// Clients that retry while their first attempt is still being written (the
+/// retry can land in the same batch as the original): one event per
+/// transaction id, the same id to both attempts, and the other writers of the
+/// batch unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_racing_their_original_give_one_event_per_transaction() {
+    const SENDERS: usize = 6;
+    const SENDS: usize = 40;
+    let server = TestServer::start().await;
+    let creator = server.register("creator", "password-c").await;
+    let rooms = [
+        creator.create_room(json!({ "preset": "public_chat", "name": "one" })).await,
+        creator.create_room(json!({ "preset": "public_chat", "name": "two" })).await,
+    ];
+    let mut clients = Vec::new();
+    for i in 0..SENDERS {
+        let client = server.register(&unique_localpart("retrier"), "password-r").await;
+        client.join(&rooms[i % 2]).await;
+        clients.push(client);
+    }
+    let tasks: Vec<_> = clients
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(u, client)| {
+            let room = rooms[u % 2].clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..SENDS {
+                    let txn = format!("retry-{u}-{n}");
+                    let content = json!({ "msgtype": "m.text", "body": format!("u{u} n{n}") });
+                    // Every third message is sent twice at once; the others once.
+                    if n % 3 == 0 {
+                        let (a, b) = tokio::join!(
+                            client.send_event_raw(&room, "m.room.message", &txn, content.clone()),
+                            client.send_event_raw(&room, "m.room.message", &txn, content.clone()),
+                        );
+                        let (a, b) = (assert_ok(a), assert_ok(b));
+                        assert_eq!(a["event_id"], b["event_id"], "two attempts of {txn} got different events");
+                        ids.push(a["event_id"].as_str().expect("event_id").to_owned());
+                    } else {
+                        let sent = assert_ok(client.send_event_raw(&room, "m.room.message", &txn, content).await);
+                        ids.push(sent["event_id"].as_str().expect("event_id").to_owned());
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for task in tasks {
+        sent.push(task.await.expect("sender task"));
+    }
+    for (r, room) in rooms.iter().enumerate() {
+        let timeline = creator.paginate_all(room, "f", 100, None, 100).await;
+        let messages = message_ids(&timeline);
+        let expected: HashSet<&String> = sent.iter().skip(r).step_by(2).flatten().collect();
+        assert_eq!(messages.len(), expected.len(), "room {r}: one event per transaction id");
+        assert_eq!(messages.iter().collect::<HashSet<_>>(), expected, "room {r}: the events the senders were given");
+    }
 }

@@ -57,9 +57,14 @@ macro_rules! impl_room_sql {
                 Ok((stream.unwrap_or(0), group.unwrap_or(0)))
             }
 
-            async fn persist_event(&self, new: &$crate::storage::NewEvent<'_>) -> $crate::storage::Result<()> {
-                let e = new.event;
+            async fn persist_events(
+                &self,
+                batch: &[$crate::storage::NewEvent<'_>],
+            ) -> $crate::storage::Result<()> {
+                // One transaction for the whole batch: all of it is stored, or none.
                 let mut tx = self.write.begin().await?;
+                for new in batch {
+                let e = new.event;
                 if let Some(group) = new.new_state_group {
                     sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, position) VALUES ($1, $2, $3, $4)")
                         .bind(group.id)
@@ -226,6 +231,7 @@ macro_rules! impl_room_sql {
                         .bind(&e.event_id)
                         .execute(&mut *tx)
                         .await?;
+                }
                 }
                 tx.commit().await?;
                 Ok(())

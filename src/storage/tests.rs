@@ -226,6 +226,47 @@ fn plain(event: &StoredEvent) -> NewEvent<'_> {
 }
 
 #[tokio::test]
+async fn a_batch_of_events_is_stored_whole_or_not_at_all() {
+    for f in fixtures().await {
+        let s = &f.storage;
+        let room =
+            RoomRecord { room_id: "!b:x".into(), room_version: "10".into(), creator: "@a:x".into(), is_public: false };
+        assert!(s.create_room(&room, 1).await.unwrap());
+        let txn = |txn_id| Some(TxnKey { user_id: "@a:x", device_id: "D", scope: "send", txn_id });
+        let (e1, e2, e3) =
+            (stored(1, "$b1", "!b:x", None, 0), stored(2, "$b2", "!b:x", None, 0), stored(3, "$b3", "!b:x", None, 0));
+        let prev1 = ["$b1".to_owned()];
+        let prev2 = ["$b2".to_owned()];
+        s.persist_events(&[
+            NewEvent { txn: txn("t1"), ..plain(&e1) },
+            NewEvent { txn: txn("t2"), prev_events: &prev1, ..plain(&e2) },
+        ])
+        .await
+        .unwrap();
+        assert_eq!(s.forward_extremities("!b:x").await.unwrap()[0].event_id, "$b2", "{}", s.engine());
+
+        // The second event of this batch reuses a transaction id: neither is stored.
+        let (e4, e5) = (stored(4, "$b4", "!b:x", None, 0), stored(5, "$b5", "!b:x", None, 0));
+        let prev3 = ["$b3".to_owned()];
+        let failed = s
+            .persist_events(&[
+                NewEvent { txn: txn("t3"), prev_events: &prev2, ..plain(&e3) },
+                NewEvent { txn: txn("t1"), prev_events: &prev3, ..plain(&e4) },
+            ])
+            .await;
+        assert!(matches!(failed, Err(StorageError::DuplicateTxn)), "{failed:?}");
+        assert!(s.get_event("$b3").await.unwrap().is_none(), "{}", s.engine());
+        assert!(s.get_event("$b4").await.unwrap().is_none());
+        assert_eq!(s.txn_event_id(&txn("t3").unwrap()).await.unwrap(), None);
+        assert_eq!(s.forward_extremities("!b:x").await.unwrap()[0].event_id, "$b2");
+        // The store is usable after the failed batch.
+        s.persist_events(&[NewEvent { txn: txn("t3"), prev_events: &prev2, ..plain(&e5) }]).await.unwrap();
+        assert_eq!(s.txn_event_id(&txn("t3").unwrap()).await.unwrap().as_deref(), Some("$b5"));
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
 async fn events_state_groups_and_pagination() {
     for f in fixtures().await {
         let s = &f.storage;

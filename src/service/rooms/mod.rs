@@ -4,6 +4,7 @@ mod create;
 mod directory;
 pub mod filter;
 pub(crate) mod format;
+pub mod group_commit;
 mod hierarchy;
 pub mod ids;
 mod membership;
@@ -38,7 +39,7 @@ use crate::storage::Storage;
 pub struct Rooms {
     config: Arc<Config>,
     pub(crate) storage: Arc<dyn Storage>,
-    pub timeline: timeline::Timeline,
+    pub timeline: Arc<timeline::Timeline>,
     pub(crate) state: Arc<state::StateStore>,
     /// Room versions never change: known rooms are answered from memory.
     versions: moka::future::Cache<String, String>,
@@ -67,7 +68,8 @@ impl Rooms {
             push,
             unread,
         )
-        .await?;
+        .await
+        .map(Arc::new)?;
         Ok(Self { config, storage, timeline, state, versions: moka::future::Cache::new(100_000), ignored })
     }
 

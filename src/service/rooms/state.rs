@@ -73,6 +73,7 @@ impl StateStore {
         position: i64,
         new_state: &StateMap,
         recent: &VecDeque<StateChange>,
+        uncommitted: &[(i64, i64)],
     ) -> Result<NewStateGroup> {
         let base_position = position & (position - 1);
         let needed = (position - base_position) as usize;
@@ -83,6 +84,9 @@ impl StateStore {
         {
             let prev_group = if base_position == 0 {
                 None
+            } else if let Some((_, id)) = uncommitted.iter().find(|(p, _)| *p == base_position) {
+                // Made by an earlier event of the batch being written.
+                Some(*id)
             } else {
                 self.storage.state_group_at_position(room_id, base_position).await?
             };

@@ -9,7 +9,10 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedUserId};
 use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::oneshot;
 
+use super::group_commit::{EventWrite, GroupCommit};
+use super::ids::StreamId;
 use super::pdu::{self, Pdu};
 use super::state::{StateChange, StateMap, StateStore};
 use crate::error::{Error, Result};
@@ -18,8 +21,10 @@ use crate::service::now_ms;
 use crate::service::push::{Evaluator, RoomPushContext, UnreadCache};
 use crate::service::signing_key::SigningKey;
 use crate::service::versioned_cache::VersionedCache;
-use crate::storage::{NewEvent, Storage, StoredEvent, TxnKey};
+use crate::storage::{Storage, StoredEvent, TxnKey};
 
+/// Most events of one room stored in one transaction.
+const MAX_EVENTS_PER_BATCH: usize = 64;
 /// State changes a room's writer remembers, to store new snapshots as deltas cheaply.
 const RECENT_CHANGES: usize = 4096;
 /// Most prev_events one event names (the spec allows 20).
@@ -76,6 +81,43 @@ struct RoomHead {
     recent: VecDeque<StateChange>,
     /// What push rule evaluation needs to know of the room; loaded on first use.
     push: Option<RoomPushContext>,
+    /// `(position, id)` of the snapshots made by events not yet committed, so
+    /// that a later event of the same batch can build on one.
+    uncommitted_groups: Vec<(i64, i64)>,
+}
+
+/// A room's writer: its head, and the appends waiting for it.
+#[derive(Default)]
+struct RoomWriter {
+    head: AsyncMutex<Option<RoomHead>>,
+    queue: Mutex<Vec<Request>>,
+}
+
+/// An append waiting for its room's writer.
+struct Request {
+    sender: String,
+    /// `(device_id, scope, txn_id)`.
+    txn: Option<(String, String, String)>,
+    draft: EventDraft,
+    reply: oneshot::Sender<Result<String>>,
+}
+
+impl Request {
+    fn origin(&self) -> Origin<'_> {
+        Origin {
+            sender: &self.sender,
+            txn: self.txn.as_ref().map(|(device, scope, txn)| (device.as_str(), scope.as_str(), txn.as_str())),
+        }
+    }
+}
+
+/// An event authorised on top of the room's head, waiting to be stored.
+struct Prepared<'a> {
+    write: Arc<EventWrite>,
+    stream: StreamId<'a>,
+    /// The snapshot the event makes, remembered once stored.
+    new_state: Option<(i64, Arc<StateMap>)>,
+    has_relation: bool,
 }
 
 /// A new room's first event decides its id (v12) and its head.
@@ -102,7 +144,9 @@ pub struct Timeline {
     server_name: String,
     /// One writer lock per room, created on first use and never evicted, so that
     /// two writers can never exist for one room.
-    heads: Mutex<HashMap<String, Arc<AsyncMutex<Option<RoomHead>>>>>,
+    heads: Mutex<HashMap<String, Arc<RoomWriter>>>,
+    /// Stores the events of all rooms' writers, several per transaction under load.
+    commits: GroupCommit,
     ids: super::ids::IdAllocator,
     events: moka::future::Cache<String, Arc<Pdu>>,
     notifier: Arc<Notifier>,
@@ -139,11 +183,12 @@ impl Timeline {
         let ids = super::ids::IdAllocator::load(storage.as_ref()).await?;
         let started_at = ids.persisted();
         Ok(Self {
-            storage,
+            storage: storage.clone(),
             state,
             signing_key,
             server_name,
             heads: Mutex::new(HashMap::new()),
+            commits: GroupCommit::start(storage.clone()),
             ids,
             events: moka::future::Cache::builder().max_capacity(50_000).build(),
             notifier,
@@ -202,7 +247,7 @@ impl Timeline {
         self.latest_membership.load(std::sync::atomic::Ordering::SeqCst) > position
     }
 
-    fn writer(&self, room_id: &str) -> Arc<AsyncMutex<Option<RoomHead>>> {
+    fn writer(&self, room_id: &str) -> Arc<RoomWriter> {
         let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
         heads.entry(room_id.to_owned()).or_default().clone()
     }
@@ -241,6 +286,7 @@ impl Timeline {
             position: group.map(|g| g.position).unwrap_or(0),
             recent: VecDeque::new(),
             push: None,
+            uncommitted_groups: Vec::new(),
         })
     }
 
@@ -257,6 +303,7 @@ impl Timeline {
             position: 0,
             recent: VecDeque::new(),
             push: None,
+            uncommitted_groups: Vec::new(),
         };
         if !head.rules.authorization.room_create_event_id_as_room_id {
             head.room_id = format!("!{}:{}", crate::service::secrets::random_id(18), self.server_name);
@@ -288,8 +335,11 @@ impl Timeline {
         };
         head.push = Some(RoomPushContext::new_room(&head.room_id)?);
         let writer = self.writer(&head.room_id);
-        let mut guard = writer.lock().await;
-        self.authorize_and_persist(&mut head, object, event_id, &draft, &Origin { sender, txn: None }).await?;
+        let mut guard = writer.head.lock().await;
+        let prepared = self.authorize(&mut head, object, event_id, &draft, &Origin { sender, txn: None }).await?;
+        self.commits.commit(vec![prepared.write.clone()]).await.map_err(stored_error)?;
+        head.uncommitted_groups.clear();
+        self.publish(prepared).await;
         let room = NewRoom { room_id: head.room_id.clone(), version: version.to_owned() };
         *guard = Some(head);
         Ok(room)
@@ -297,42 +347,131 @@ impl Timeline {
 
     /// Appends an event to an existing room; returns its event id. A retried
     /// client transaction returns the event it created the first time.
-    pub async fn append(&self, room_id: &str, origin: &Origin<'_>, draft: &EventDraft) -> Result<String> {
+    pub async fn append(self: &Arc<Self>, room_id: &str, origin: &Origin<'_>, draft: &EventDraft) -> Result<String> {
         let writer = self.writer(room_id);
-        let mut guard = writer.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.load_head(room_id).await?);
+        let (reply, answer) = oneshot::channel();
+        writer.queue.lock().unwrap_or_else(|e| e.into_inner()).push(Request {
+            sender: origin.sender.to_owned(),
+            txn: origin.txn.map(|(device, scope, txn)| (device.to_owned(), scope.to_owned(), txn.to_owned())),
+            draft: draft.clone(),
+            reply,
+        });
+        // The writer runs in a task of its own: once events are handed to the
+        // database it must see them through (move the head, publish their
+        // positions) even if the client that asked goes away meanwhile.
+        let this = self.clone();
+        let room_id = room_id.to_owned();
+        tokio::spawn(async move { this.drain(&room_id, &writer).await });
+        answer.await.map_err(|_| Error::internal("the room writer stopped"))?
+    }
+
+    /// Takes the room's writer and writes every append waiting for it: those
+    /// that queued while the previous batch was being stored form the next one.
+    async fn drain(&self, room_id: &str, writer: &RoomWriter) {
+        let mut head = writer.head.lock().await;
+        let queue: VecDeque<Request> =
+            std::mem::take(&mut *writer.queue.lock().unwrap_or_else(|e| e.into_inner())).into();
+        // Empty when an earlier holder of the writer took this task's request.
+        if !queue.is_empty() {
+            self.write_requests(room_id, &mut head, queue).await;
         }
-        let head = guard.as_mut().expect("loaded above");
-        let result = match self.build(head, origin, draft, now_ms()).await {
-            Ok((object, event_id)) => {
-                self.authorize_and_persist(head, object, event_id.clone(), draft, origin).await.map(|()| event_id)
+    }
+
+    /// Authorises the queued appends one after another on top of the head, and
+    /// stores them in one transaction; answers every request.
+    async fn write_requests(&self, room_id: &str, slot: &mut Option<RoomHead>, mut queue: VecDeque<Request>) {
+        // After a batch fails, its requests are retried one at a time, so that
+        // each gets its own answer (a retried transaction id, say).
+        let mut alone = 0usize;
+        while !queue.is_empty() {
+            if slot.is_none() {
+                match self.load_head(room_id).await {
+                    Ok(head) => *slot = Some(head),
+                    Err(e) => {
+                        for request in queue.drain(..) {
+                            let _ = request.reply.send(Err(e.clone()));
+                        }
+                        return;
+                    }
+                }
             }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(event_id) => Ok(event_id.to_string()),
-            // A retried client transaction is answered with the event it made the
-            // first time. Looked up only on failure (the transaction id's unique
-            // key refuses the duplicate), so the common path costs no query.
-            Err(e) => match origin.txn {
-                Some((device_id, scope, txn_id)) => match self
-                    .storage
-                    .txn_event_id(&TxnKey { user_id: origin.sender, device_id, scope, txn_id })
-                    .await?
-                {
-                    Some(existing) => Ok(existing),
-                    None => Err(e),
-                },
-                None => Err(e),
-            },
+            let head = slot.as_mut().expect("loaded above");
+            // Versions 1 and 2 name prev events by a hash read from the stored event.
+            let limit = if alone > 0 || !pdu::event_id_is_hash(&head.rules) { 1 } else { MAX_EVENTS_PER_BATCH };
+            let mut batch: Vec<(Request, Prepared<'_>)> = Vec::new();
+            while batch.len() < limit
+                && let Some(next) = queue.front()
+            {
+                // A redaction reads its target as stored: what comes before it is stored first.
+                if !batch.is_empty() && next.draft.redacts.is_some() {
+                    break;
+                }
+                let request = queue.pop_front().expect("front exists");
+                alone = alone.saturating_sub(1);
+                let prepared = match self.build(head, &request.origin(), &request.draft, now_ms()).await {
+                    Ok((object, event_id)) => {
+                        self.authorize(head, object, event_id, &request.draft, &request.origin()).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match prepared {
+                    Ok(prepared) => batch.push((request, prepared)),
+                    Err(e) => {
+                        let answer = self.failed(&request.origin(), e).await;
+                        let _ = request.reply.send(answer);
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let writes = batch.iter().map(|(_, prepared)| prepared.write.clone()).collect();
+            match self.commits.commit(writes).await {
+                Ok(()) => {
+                    head.uncommitted_groups.clear();
+                    for (request, prepared) in batch {
+                        let event_id = prepared.write.event.event_id.clone();
+                        self.publish(prepared).await;
+                        let _ = request.reply.send(Ok(event_id));
+                    }
+                }
+                Err(e) => {
+                    // The head moved past events that were not stored: read it again.
+                    *slot = None;
+                    for (_, prepared) in &batch {
+                        self.events.invalidate(&prepared.write.event.event_id).await;
+                    }
+                    if batch.len() == 1 {
+                        let (request, _) = batch.pop().expect("one");
+                        let answer = self.failed(&request.origin(), stored_error(e)).await;
+                        let _ = request.reply.send(answer);
+                    } else {
+                        alone = batch.len();
+                        for (request, _) in batch.into_iter().rev() {
+                            queue.push_front(request);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answer to an append that failed: a retried client transaction is
+    /// answered with the event it made the first time. Looked up only on
+    /// failure (the transaction id's unique key refuses the duplicate), so the
+    /// common path costs no query.
+    async fn failed(&self, origin: &Origin<'_>, e: Error) -> Result<String> {
+        let Some((device_id, scope, txn_id)) = origin.txn else { return Err(e) };
+        match self.storage.txn_event_id(&TxnKey { user_id: origin.sender, device_id, scope, txn_id }).await? {
+            Some(existing) => Ok(existing),
+            None => Err(e),
         }
     }
 
     /// The current state of a room as its writer sees it.
     pub async fn current_state(&self, room_id: &str) -> Result<(Arc<StateMap>, String)> {
         let writer = self.writer(room_id);
-        let mut guard = writer.lock().await;
+        let mut guard = writer.head.lock().await;
         if guard.is_none() {
             *guard = Some(self.load_head(room_id).await?);
         }
@@ -440,16 +579,17 @@ impl Timeline {
         Ok(pdu::event_refs(rules, &refs))
     }
 
-    /// Checks the auth rules against the state before the event, then persists it
-    /// and moves the room's head forward.
-    async fn authorize_and_persist(
+    /// Checks the auth rules against the state before the event and moves the
+    /// room's head past it; the event is then ready to be stored. On an error
+    /// the head is as it was.
+    async fn authorize(
         &self,
         head: &mut RoomHead,
         object: CanonicalJsonObject,
         event_id: OwnedEventId,
         draft: &EventDraft,
         origin: &Origin<'_>,
-    ) -> Result<()> {
+    ) -> Result<Prepared<'_>> {
         let rules = head.rules.clone();
         let json = serde_json::to_string(&object).map_err(Error::internal)?;
         let pdu = Pdu::parse(event_id.clone(), &json, &rules)?;
@@ -524,10 +664,10 @@ impl Timeline {
                 let group_id = self.ids.next_state_group();
                 let position = head.position + 1;
                 head.recent.push_back((position, key, event_id.to_string()));
-                if head.recent.len() > RECENT_CHANGES {
-                    head.recent.pop_front();
-                }
-                let plan = self.state.plan_group(&head.room_id, group_id, position, &state, &head.recent).await;
+                let plan = self
+                    .state
+                    .plan_group(&head.room_id, group_id, position, &state, &head.recent, &head.uncommitted_groups)
+                    .await;
                 let plan = match plan {
                     Ok(plan) => plan,
                     Err(e) => {
@@ -535,6 +675,9 @@ impl Timeline {
                         return Err(e);
                     }
                 };
+                if head.recent.len() > RECENT_CHANGES {
+                    head.recent.pop_front();
+                }
                 (group_id, Some(plan), Some(Arc::new(state)))
             }
             None => (head.state_group, None, None),
@@ -542,7 +685,7 @@ impl Timeline {
         let membership =
             (draft.kind == "m.room.member").then(|| draft.content.get("membership").and_then(Value::as_str)).flatten();
 
-        let stored = StoredEvent {
+        let event = StoredEvent {
             stream_ordering: stream.id(),
             event_id: event_id.to_string(),
             room_id: head.room_id.clone(),
@@ -560,55 +703,65 @@ impl Timeline {
             json,
             parsed: Default::default(),
         };
-        let prev: Vec<String> = pdu.prev_events.iter().map(ToString::to_string).collect();
         if redaction.is_some() {
             // The target's stored form changes: what memory holds of the room goes.
-            self.recent.drop_room(&stored.room_id);
+            self.recent.drop_room(&event.room_id);
         }
-        let persisted = self
-            .storage
-            .persist_event(&NewEvent {
-                event: &stored,
-                prev_events: &prev,
-                new_state_group: new_group.as_ref(),
-                membership,
-                txn: origin.txn.map(|(device_id, scope, txn_id)| TxnKey {
-                    user_id: origin.sender,
-                    device_id,
-                    scope,
-                    txn_id,
-                }),
-                redaction: redaction.as_ref().map(|(target, json)| (target.as_str(), json.as_str())),
-                relation: relation(&draft.content),
-                search: searchable(&draft.kind, &draft.content),
-                push_actions: &push_actions,
-            })
-            .await;
-        if let Err(e) = persisted {
-            if new_group.is_some() {
-                head.recent.pop_back();
-            }
-            return Err(match e {
-                // Not a failure: `append` answers with the transaction's first event.
-                crate::storage::StorageError::DuplicateTxn => {
-                    Error::new(axum::http::StatusCode::CONFLICT, "M_UNKNOWN", "Duplicate transaction")
-                }
-                other => other.into(),
-            });
+        let relation = relation(&draft.content);
+        let write = Arc::new(EventWrite {
+            prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
+            new_state_group: new_group,
+            membership: membership.map(str::to_owned),
+            txn: origin.txn.map(|(device_id, scope, txn_id)| {
+                (origin.sender.to_owned(), device_id.to_owned(), scope.to_owned(), txn_id.to_owned())
+            }),
+            redaction,
+            relation: relation.map(|(to, rel)| (to.to_owned(), rel.to_owned())),
+            search: searchable(&draft.kind, &draft.content).map(|(key, text)| (key, text.to_owned())),
+            push_actions,
+            event,
+        });
+
+        // The head moves past the event: a later event of the same batch builds on it.
+        head.extremities = vec![(write.event.event_id.clone(), write.event.depth)];
+        if let (Some(state_key), Some(push)) = (&draft.state_key, head.push.as_mut()) {
+            push.apply(&draft.kind, state_key, origin.sender, &draft.content, &rules.authorization);
         }
+        if let (Some(state), Some(group)) = (&new_state, &write.new_state_group) {
+            head.state = state.clone();
+            head.state_group = group.id;
+            head.position = group.position;
+            head.uncommitted_groups.push((group.position, group.id));
+        }
+        // Later events of the batch may name this one among their auth events.
+        self.events.insert(event_id.to_string(), Arc::new(pdu)).await;
+        Ok(Prepared {
+            new_state: new_state.map(|state| (state_group, state)),
+            has_relation: relation.is_some(),
+            write,
+            stream,
+        })
+    }
+
+    /// Makes a stored event visible: in-memory views first, then its stream
+    /// position, then the wake-up of the long-polls it concerns.
+    async fn publish(&self, prepared: Prepared<'_>) {
+        let Prepared { write, stream, new_state, has_relation } = prepared;
+        let stored = &write.event;
         let stream_id = stream.id();
         // Before the watermark moves: a sync that sees this position must see the room active.
         self.activity.record(&stored.room_id, stream_id);
-        self.recent.push(&stored);
-        self.unread.event_stored(&stored.room_id, stream_id, origin.sender, &push_actions);
-        if redaction.is_some() {
+        self.recent.push(stored);
+        self.unread.event_stored(&stored.room_id, stream_id, &stored.sender, &write.push_actions);
+        if write.redaction.is_some() {
             self.contents.changed_all();
             // The target's notifications were deleted with it.
             self.unread.room_changed(&stored.room_id);
         }
-        if relation(&draft.content).is_some() {
+        if has_relation {
             self.latest_relation.fetch_max(stream_id, std::sync::atomic::Ordering::SeqCst);
         }
+        let membership = write.membership.as_deref();
         if let (Some(user), Some(_)) = (&stored.state_key, membership) {
             // The user's next /sync re-reads the memberships.
             self.user_rooms.changed(user);
@@ -617,19 +770,11 @@ impl Timeline {
         }
         stream.finish();
 
-        self.events.insert(event_id.to_string(), Arc::new(pdu)).await;
-        if let Some((target, _)) = &redaction {
+        if let Some((target, _)) = &write.redaction {
             self.events.invalidate(target).await;
         }
-        head.extremities = vec![(event_id.to_string(), stored.depth)];
-        if let (Some(state_key), Some(push)) = (&draft.state_key, head.push.as_mut()) {
-            push.apply(&draft.kind, state_key, origin.sender, &draft.content, &rules.authorization);
-        }
-        if let (Some(state), Some(group)) = (new_state, new_group) {
-            self.state.remember(group.id, state.clone()).await;
-            head.state = state;
-            head.state_group = group.id;
-            head.position = group.position;
+        if let Some((group, state)) = new_state {
+            self.state.remember(group, state).await;
         }
         let notice = EventNotice {
             room_id: stored.room_id.clone(),
@@ -641,7 +786,6 @@ impl Timeline {
             },
         };
         self.notifier.event_persisted(stream_id, notice, self.ids.persisted());
-        Ok(())
     }
 
     /// The redacted form of a room's event, when it exists and is not yet redacted.
@@ -658,6 +802,17 @@ impl Timeline {
         let object: CanonicalJsonObject = serde_json::from_str(&event.json).map_err(Error::internal)?;
         let redacted = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)?;
         Ok(Some((event.event_id, serde_json::to_string(&redacted).map_err(Error::internal)?)))
+    }
+}
+
+/// A storage error as the client sees it.
+fn stored_error(e: crate::storage::StorageError) -> Error {
+    match e {
+        // Not a failure: `append` answers with the transaction's first event.
+        crate::storage::StorageError::DuplicateTxn => {
+            Error::new(axum::http::StatusCode::CONFLICT, "M_UNKNOWN", "Duplicate transaction")
+        }
+        other => other.into(),
     }
 }
 
