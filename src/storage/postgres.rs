@@ -50,24 +50,26 @@ impl Storage for PgStore {
 }
 
 impl PgStore {
-    /// Adds an event's text to the search index, inside the event's transaction.
+    /// Adds events' text to the search index, inside their transaction.
     async fn index_search(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        event: &StoredEvent,
-        key: &str,
-        text: &str,
+        rows: &[(&StoredEvent, &str, &str)],
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO event_search (event_id, room_id, key, stream_ordering, vector)
-             VALUES ($1, $2, $3, $4, to_tsvector('simple', $5))",
-        )
-        .bind(&event.event_id)
-        .bind(&event.room_id)
-        .bind(key)
-        .bind(event.stream_ordering)
-        .bind(text)
-        .execute(&mut **tx)
-        .await?;
+        let values: Vec<String> = (0..rows.len())
+            .map(|i| {
+                let p = i * 5;
+                format!("(${}, ${}, ${}, ${}, to_tsvector('simple', ${}))", p + 1, p + 2, p + 3, p + 4, p + 5)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO event_search (event_id, room_id, key, stream_ordering, vector) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (event, key, text) in rows {
+            query = query.bind(&event.event_id).bind(&event.room_id).bind(*key).bind(event.stream_ordering).bind(*text);
+        }
+        query.execute(&mut **tx).await?;
         Ok(())
     }
 }

@@ -1,27 +1,5 @@
 //! The push SQL shared by SQLite and PostgreSQL (see `sql.rs` for why a macro).
 
-use std::fmt::Write;
-
-/// Rows per INSERT of push actions: 4 parameters a row, well under both engines' limits.
-pub(super) const PUSH_ACTIONS_PER_INSERT: usize = 500;
-
-/// The INSERT for `rows` push actions of one event: `$1..$3` are the event's
-/// room, stream position and timestamp; each row adds four parameters.
-pub(super) fn insert_push_actions_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO event_push_actions (room_id, stream_ordering, ts, user_id, thread_id, highlight, actions)
-         VALUES ",
-    );
-    for i in 0..rows {
-        let p = 4 + i * 4;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let _ = write!(sql, "($1, $2, $3, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3);
-    }
-    sql
-}
-
 /// The read positions of user `$1` in room `$2` per thread ("" for unthreaded
 /// receipts): their latest m.read / m.read.private receipts and their own latest events.
 const READ_POSITIONS: &str = "SELECT thread_id, MAX(pos) AS pos FROM (

@@ -5,6 +5,62 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Most bound parameters in one multi-row statement (both engines allow far more).
+pub(super) const ROWS_PER_INSERT: usize = 1200;
+
+/// `($1, $2), ($3, $4), ...`: the VALUES of a multi-row INSERT.
+pub(super) fn values_sql(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// How a batch changes one room's forward extremities.
+pub(super) struct ExtremityChange<'a> {
+    /// Extremities stored before the batch that its events name as prev events.
+    pub removed: Vec<&'a str>,
+    /// The batch's events that no later event of the batch names.
+    pub added: Vec<&'a str>,
+}
+
+/// Each room's extremity changes, rooms in the order they first appear. Storing
+/// events one by one (delete an event's prev events, insert the event) ends
+/// with the same set, as no event names a later one.
+pub(super) fn extremity_changes<'a>(batch: &'a [super::NewEvent<'a>]) -> Vec<(&'a str, ExtremityChange<'a>)> {
+    let in_batch: std::collections::HashSet<&str> = batch.iter().map(|new| new.event.event_id.as_str()).collect();
+    let mut rooms: Vec<(&str, ExtremityChange<'_>)> = Vec::new();
+    for new in batch {
+        let room_id = new.event.room_id.as_str();
+        let index = match rooms.iter().position(|(room, _)| *room == room_id) {
+            Some(index) => index,
+            None => {
+                rooms.push((room_id, ExtremityChange { removed: Vec::new(), added: Vec::new() }));
+                rooms.len() - 1
+            }
+        };
+        let change = &mut rooms[index].1;
+        for prev in new.prev_events {
+            if in_batch.contains(prev.as_str()) {
+                change.added.retain(|id| id != prev);
+            } else if !change.removed.contains(&prev.as_str()) {
+                change.removed.push(prev);
+            }
+        }
+        change.added.push(&new.event.event_id);
+    }
+    rooms
+}
+
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, depth, \
      origin_server_ts, state_group, replaces_state, redacted_by, json";
 
@@ -61,86 +117,115 @@ macro_rules! impl_room_sql {
                 &self,
                 batch: &[$crate::storage::NewEvent<'_>],
             ) -> $crate::storage::Result<()> {
+                use $crate::storage::sql_rooms::{ROWS_PER_INSERT, values_sql};
                 // One transaction for the whole batch: all of it is stored, or none.
+                // Rows of the same table go in one multi-row INSERT: on SQLite each
+                // statement is a round trip to the connection's worker thread.
                 let mut tx = self.write.begin().await?;
+                // Snapshots first: events name them.
                 for new in batch {
-                let e = new.event;
-                if let Some(group) = new.new_state_group {
+                    let Some(group) = new.new_state_group else { continue };
                     sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, position) VALUES ($1, $2, $3, $4)")
                         .bind(group.id)
-                        .bind(&e.room_id)
+                        .bind(&new.event.room_id)
                         .bind(group.prev_group)
                         .bind(group.position)
                         .execute(&mut *tx)
                         .await?;
-                    for entry in &group.delta {
-                        sqlx::query(
-                            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id)
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(group.id)
-                        .bind(&entry.event_type)
-                        .bind(&entry.state_key)
-                        .bind(&entry.event_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    for chunk in group.delta.chunks(ROWS_PER_INSERT) {
+                        let sql = format!(
+                            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) VALUES {}",
+                            values_sql(chunk.len(), 4)
+                        );
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for entry in chunk {
+                            query = query.bind(group.id).bind(&entry.event_type).bind(&entry.state_key).bind(&entry.event_id);
+                        }
+                        query.execute(&mut *tx).await?;
                     }
                 }
-                sqlx::query(
-                    "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, depth,
-                         origin_server_ts, state_group, replaces_state, redacted_by, json)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(e.stream_ordering)
-                .bind(&e.event_id)
-                .bind(&e.room_id)
-                .bind(&e.event_type)
-                .bind(&e.state_key)
-                .bind(&e.sender)
-                .bind(e.depth)
-                .bind(e.origin_server_ts)
-                .bind(e.state_group)
-                .bind(&e.replaces_state)
-                .bind(&e.redacted_by)
-                .bind(&e.json)
-                .execute(&mut *tx)
-                .await?;
-                for prev in new.prev_events {
-                    sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
-                        .bind(&e.event_id)
-                        .bind(prev)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                // The usual case, one prev event that was the only extremity, is one update.
-                let replaced = match new.prev_events {
-                    [only] => sqlx::query(
-                        "UPDATE forward_extremities SET event_id = $3 WHERE room_id = $1 AND event_id = $2",
-                    )
-                    .bind(&e.room_id)
-                    .bind(only)
-                    .bind(&e.event_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1,
-                    _ => false,
-                };
-                if !replaced {
-                    for prev in new.prev_events {
-                        sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                for chunk in batch.chunks(ROWS_PER_INSERT / 12) {
+                    let sql = format!(
+                        "INSERT INTO events ({}) VALUES {}",
+                        $crate::storage::sql_rooms::EVENT_COLUMNS,
+                        values_sql(chunk.len(), 12)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for new in chunk {
+                        let e = new.event;
+                        query = query
+                            .bind(e.stream_ordering)
+                            .bind(&e.event_id)
                             .bind(&e.room_id)
-                            .bind(prev)
-                            .execute(&mut *tx)
-                            .await?;
+                            .bind(&e.event_type)
+                            .bind(&e.state_key)
+                            .bind(&e.sender)
+                            .bind(e.depth)
+                            .bind(e.origin_server_ts)
+                            .bind(e.state_group)
+                            .bind(&e.replaces_state)
+                            .bind(&e.redacted_by)
+                            .bind(&e.json);
                     }
-                    sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-                        .bind(&e.room_id)
-                        .bind(&e.event_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    query.execute(&mut *tx).await?;
                 }
-                if let Some(state_key) = &e.state_key {
+                let edges: Vec<(&str, &str)> = batch
+                    .iter()
+                    .flat_map(|new| new.prev_events.iter().map(move |prev| (new.event.event_id.as_str(), prev.as_str())))
+                    .collect();
+                for chunk in edges.chunks(ROWS_PER_INSERT / 2) {
+                    let sql = format!("INSERT INTO event_edges (event_id, prev_event_id) VALUES {}", values_sql(chunk.len(), 2));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (event_id, prev) in chunk {
+                        query = query.bind(*event_id).bind(*prev);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for (room_id, extremities) in $crate::storage::sql_rooms::extremity_changes(batch) {
+                    // The usual case, one event replacing the room's only extremity, is one update.
+                    let replaced = match (extremities.removed.as_slice(), extremities.added.as_slice()) {
+                        ([old], [new]) => sqlx::query(
+                            "UPDATE forward_extremities SET event_id = $3 WHERE room_id = $1 AND event_id = $2",
+                        )
+                        .bind(room_id)
+                        .bind(*old)
+                        .bind(*new)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                            == 1,
+                        _ => false,
+                    };
+                    if replaced {
+                        continue;
+                    }
+                    for chunk in extremities.removed.chunks(ROWS_PER_INSERT) {
+                        let sql = format!(
+                            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id IN ({})",
+                            $crate::storage::sql_rooms::placeholders(2, chunk.len())
+                        );
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id);
+                        for id in chunk {
+                            query = query.bind(*id);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
+                    for chunk in extremities.added.chunks(ROWS_PER_INSERT / 2) {
+                        let sql = format!(
+                            "INSERT INTO forward_extremities (room_id, event_id) VALUES {}",
+                            values_sql(chunk.len(), 2)
+                        );
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for id in chunk {
+                            query = query.bind(room_id).bind(*id);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
+                }
+                // Current state and memberships, in order: a later event of the batch wins.
+                for new in batch {
+                    let e = new.event;
+                    let Some(state_key) = &e.state_key else { continue };
                     sqlx::query(
                         "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
@@ -168,70 +253,90 @@ macro_rules! impl_room_sql {
                         .await?;
                     }
                 }
-                if let Some(key) = &new.txn {
-                    let inserted = sqlx::query(
-                        "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)
+                let txns: Vec<(&$crate::storage::TxnKey<'_>, &str)> =
+                    batch.iter().filter_map(|new| Some((new.txn.as_ref()?, new.event.event_id.as_str()))).collect();
+                for chunk in txns.chunks(ROWS_PER_INSERT / 5) {
+                    let sql = format!(
+                        "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES {}
                          ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
-                    )
-                    .bind(key.user_id)
-                    .bind(key.device_id)
-                    .bind(key.scope)
-                    .bind(key.txn_id)
-                    .bind(&e.event_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if inserted.rows_affected() == 0 {
-                        // Dropping the transaction rolls the event back.
+                        values_sql(chunk.len(), 5)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (key, event_id) in chunk {
+                        query = query.bind(key.user_id).bind(key.device_id).bind(key.scope).bind(key.txn_id).bind(*event_id);
+                    }
+                    if query.execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
+                        // Dropping the transaction rolls the batch back.
                         return Err($crate::storage::StorageError::DuplicateTxn);
                     }
                 }
-                if let Some((relates_to, rel_type)) = new.relation {
-                    sqlx::query(
+                let relations: Vec<(&$crate::storage::StoredEvent, (&str, &str))> =
+                    batch.iter().filter_map(|new| Some((new.event, new.relation?))).collect();
+                for chunk in relations.chunks(ROWS_PER_INSERT / 7) {
+                    let sql = format!(
                         "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, event_type, sender,
-                             stream_ordering) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(&e.event_id)
-                    .bind(&e.room_id)
-                    .bind(relates_to)
-                    .bind(rel_type)
-                    .bind(&e.event_type)
-                    .bind(&e.sender)
-                    .bind(e.stream_ordering)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                if let Some((key, text)) = new.search {
-                    Self::index_search(&mut tx, e, key, text).await?;
-                }
-                for chunk in new.push_actions.chunks($crate::storage::sql_push::PUSH_ACTIONS_PER_INSERT) {
-                    let sql = $crate::storage::sql_push::insert_push_actions_sql(chunk.len());
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(&e.room_id)
-                        .bind(e.stream_ordering)
-                        .bind(e.origin_server_ts);
-                    for row in chunk {
-                        query = query.bind(&row.user_id).bind(&row.thread_id).bind(row.highlight).bind(&row.actions);
+                             stream_ordering) VALUES {}",
+                        values_sql(chunk.len(), 7)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (e, (relates_to, rel_type)) in chunk {
+                        query = query
+                            .bind(&e.event_id)
+                            .bind(&e.room_id)
+                            .bind(*relates_to)
+                            .bind(*rel_type)
+                            .bind(&e.event_type)
+                            .bind(&e.sender)
+                            .bind(e.stream_ordering);
                     }
                     query.execute(&mut *tx).await?;
                 }
-                if let Some((target, redacted_json)) = new.redaction {
+                let searchable: Vec<(&$crate::storage::StoredEvent, &str, &str)> =
+                    batch.iter().filter_map(|new| new.search.map(|(key, text)| (new.event, key, text))).collect();
+                for chunk in searchable.chunks(ROWS_PER_INSERT / 5) {
+                    Self::index_search(&mut tx, chunk).await?;
+                }
+                let notifications: Vec<(&$crate::storage::StoredEvent, &$crate::storage::PushActionRow)> =
+                    batch.iter().flat_map(|new| new.push_actions.iter().map(move |row| (new.event, row))).collect();
+                for chunk in notifications.chunks(ROWS_PER_INSERT / 7) {
+                    let sql = format!(
+                        "INSERT INTO event_push_actions (room_id, stream_ordering, ts, user_id, thread_id, highlight,
+                             actions) VALUES {}",
+                        values_sql(chunk.len(), 7)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (e, row) in chunk {
+                        query = query
+                            .bind(&e.room_id)
+                            .bind(e.stream_ordering)
+                            .bind(e.origin_server_ts)
+                            .bind(&row.user_id)
+                            .bind(&row.thread_id)
+                            .bind(row.highlight)
+                            .bind(&row.actions);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                // Redactions last, so that a target stored in the same batch is found.
+                for new in batch {
+                    let Some((target, redacted_json)) = new.redaction else { continue };
+                    let e = new.event;
                     sqlx::query("DELETE FROM event_search WHERE event_id = $1").bind(target).execute(&mut *tx).await?;
                     sqlx::query(
                         "DELETE FROM event_push_actions
                          WHERE user_id IN (SELECT user_id FROM memberships WHERE room_id = $2) AND room_id = $2
                              AND stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
                     )
-                        .bind(target)
-                        .bind(&e.room_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    .bind(target)
+                    .bind(&e.room_id)
+                    .execute(&mut *tx)
+                    .await?;
                     sqlx::query("UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1")
                         .bind(target)
                         .bind(redacted_json)
                         .bind(&e.event_id)
                         .execute(&mut *tx)
                         .await?;
-                }
                 }
                 tx.commit().await?;
                 Ok(())
@@ -741,3 +846,70 @@ macro_rules! impl_room_sql {
 }
 
 pub(crate) use impl_room_sql;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{NewEvent, StoredEvent};
+
+    fn event(id: &str, room: &str) -> StoredEvent {
+        StoredEvent {
+            stream_ordering: 0,
+            event_id: id.to_owned(),
+            room_id: room.to_owned(),
+            event_type: "m.room.message".into(),
+            state_key: None,
+            sender: "@a:x".into(),
+            depth: 0,
+            origin_server_ts: 0,
+            state_group: 0,
+            replaces_state: None,
+            redacted_by: None,
+            json: "{}".into(),
+            parsed: Default::default(),
+        }
+    }
+
+    fn new<'a>(event: &'a StoredEvent, prev: &'a [String]) -> NewEvent<'a> {
+        NewEvent {
+            event,
+            prev_events: prev,
+            new_state_group: None,
+            membership: None,
+            txn: None,
+            redaction: None,
+            relation: None,
+            search: None,
+            push_actions: &[],
+        }
+    }
+
+    #[test]
+    fn values_are_numbered_row_by_row() {
+        assert_eq!(values_sql(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_sql(1, 1), "($1)");
+    }
+
+    #[test]
+    fn a_chain_replaces_the_extremity_it_grew_from() {
+        let (a1, a2, a3, b1) = (event("$a1", "!a"), event("$a2", "!a"), event("$a3", "!a"), event("$b1", "!b"));
+        let (p0, p1, p2, q0) = (["$a0".to_owned()], ["$a1".to_owned()], ["$a2".to_owned()], ["$b0".to_owned()]);
+        let batch = [new(&a1, &p0), new(&b1, &q0), new(&a2, &p1), new(&a3, &p2)];
+        let changes = extremity_changes(&batch);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].0, "!a");
+        assert_eq!((changes[0].1.removed.as_slice(), changes[0].1.added.as_slice()), (&["$a0"][..], &["$a3"][..]));
+        assert_eq!((changes[1].1.removed.as_slice(), changes[1].1.added.as_slice()), (&["$b0"][..], &["$b1"][..]));
+    }
+
+    #[test]
+    fn a_merge_removes_every_extremity_it_names() {
+        let (m, n) = (event("$m", "!a"), event("$n", "!a"));
+        let (pm, pn) = (["$x".to_owned(), "$y".to_owned()], ["$z".to_owned()]);
+        // Two events on separate branches, then nothing joins them: both stay extremities.
+        let batch = [new(&m, &pm), new(&n, &pn)];
+        let changes = extremity_changes(&batch);
+        assert_eq!(changes[0].1.removed, vec!["$x", "$y", "$z"]);
+        assert_eq!(changes[0].1.added, vec!["$m", "$n"]);
+    }
+}

@@ -69,23 +69,20 @@ impl Storage for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Adds an event's text to the FTS5 index, inside the event's transaction.
+    /// Adds events' text to the FTS5 index, inside their transaction.
     async fn index_search(
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        event: &StoredEvent,
-        key: &str,
-        text: &str,
+        rows: &[(&StoredEvent, &str, &str)],
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO event_search (content, event_id, room_id, key, stream_ordering) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(text)
-        .bind(&event.event_id)
-        .bind(&event.room_id)
-        .bind(key)
-        .bind(event.stream_ordering)
-        .execute(&mut **tx)
-        .await?;
+        let sql = format!(
+            "INSERT INTO event_search (content, event_id, room_id, key, stream_ordering) VALUES {}",
+            super::sql_rooms::values_sql(rows.len(), 5)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (event, key, text) in rows {
+            query = query.bind(*text).bind(&event.event_id).bind(&event.room_id).bind(*key).bind(event.stream_ordering);
+        }
+        query.execute(&mut **tx).await?;
         Ok(())
     }
 }
