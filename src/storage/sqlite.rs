@@ -17,6 +17,10 @@ pub struct SqliteStore {
     /// A single connection: SQLite allows one writer at a time, and queueing in
     /// the pool is cheaper than retrying on SQLITE_BUSY.
     pub(super) write: SqlitePool,
+    /// Checkpoints the WAL in the background (see `checkpoint_wal`).
+    checkpointer: SqlitePool,
+    /// Ends the checkpoint task when the store is dropped.
+    _stop_checkpoints: tokio_util::sync::DropGuard,
 }
 
 impl SqliteStore {
@@ -29,8 +33,18 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             // Keeps the planner's statistics fresh (ANALYZE where it pays off).
             .optimize_on_close(true, None);
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        // The writer never checkpoints: copying the WAL into the database (and its
+        // fsync) would stall every write queued behind it. A connection of its
+        // own does it in the background. Statement journals (multi-row inserts,
+        // triggers) stay in memory.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0").pragma("temp_store", "memory"))
+            .await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(checkpoint_wal(checkpointer.clone(), stop.clone()));
         // More readers than cores only add private page caches (memory) and
         // cache revalidation after each write.
         let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
@@ -38,7 +52,49 @@ impl SqliteStore {
             .max_connections(max_connections.clamp(1, 2 * cores))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { read, write })
+        Ok(Self { read, write, checkpointer, _stop_checkpoints: stop.drop_guard() })
+    }
+}
+
+/// How often the WAL is copied into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
+/// WAL frames (pages) after which the WAL is started over (16 MiB; SQLite's
+/// automatic checkpoints run at 1,000).
+const RESTART_WAL_FRAMES: i64 = 4000;
+
+/// Copies committed WAL frames into the database file in the background. A
+/// PASSIVE checkpoint waits for no one, so it runs beside the writer; but with
+/// writes going on, the WAL is never fully copied at the moment the next write
+/// starts, so SQLite would never start it over and it would grow without end
+/// (and every write past its end costs the kernel fresh zeroed pages). Once it
+/// is long, a RESTART checkpoint holds the writer back for the little left to
+/// copy, so that the next write begins the WAL again from its start.
+async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if pool.is_closed() {
+            return;
+        }
+        let checkpoint = async {
+            // (busy, frames in the WAL, frames copied)
+            let (_, frames, _): (i64, i64, i64) =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await?;
+            if frames >= RESTART_WAL_FRAMES {
+                sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        };
+        if let Err(e) = checkpoint.await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 
@@ -63,6 +119,7 @@ impl Storage for SqliteStore {
 
     async fn close(&self) {
         self.read.close().await;
+        self.checkpointer.close().await;
         // Closing the writer last lets SQLite checkpoint the WAL into the main file.
         self.write.close().await;
     }
