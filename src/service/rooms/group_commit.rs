@@ -7,6 +7,7 @@
 //! paying for it. Nothing waits to fill a batch: an idle server commits an
 //! event at once, and a batch is whatever queued up during the previous commit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -55,6 +56,10 @@ impl EventWrite {
 
 /// One room writer's events, in order: stored together or not at all.
 struct Job {
+    room_id: String,
+    /// The writer's generation: once a job of a room fails, the later jobs of
+    /// the same generation built on it and are refused.
+    generation: u64,
     writes: Vec<Arc<EventWrite>>,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
@@ -72,21 +77,27 @@ impl GroupCommit {
         Self { jobs }
     }
 
-    /// Stores one room's events (in order, all or none) and returns once they
-    /// are committed. The events of a job are never split, and a job fails only
-    /// for its own events: a batch that fails is retried job by job.
-    pub async fn commit(&self, writes: Vec<Arc<EventWrite>>) -> Result<(), StorageError> {
+    /// Hands one room's events to be stored (in order, all or none); the
+    /// receiver gets the result once they are committed. Jobs are stored in the
+    /// order they are handed over; the events of a job are never split, and a
+    /// job fails only for its own events (a batch that fails is retried job by
+    /// job) or because an earlier job of its room and generation failed.
+    pub fn submit(
+        &self,
+        room_id: &str,
+        generation: u64,
+        writes: Vec<Arc<EventWrite>>,
+    ) -> oneshot::Receiver<Result<(), StorageError>> {
         let (done, result) = oneshot::channel();
-        self.jobs.send(Job { writes, done }).map_err(|_| closed())?;
-        result.await.map_err(|_| closed())?
+        // If the task is gone, `done` is dropped with the job and the receiver says so.
+        let _ = self.jobs.send(Job { room_id: room_id.to_owned(), generation, writes, done });
+        result
     }
 }
 
-fn closed() -> StorageError {
-    StorageError::Database(sqlx::Error::PoolClosed)
-}
-
 async fn run(storage: Arc<dyn Storage>, mut queue: mpsc::UnboundedReceiver<Job>) {
+    // Rooms whose job failed, with the generation it failed in.
+    let mut failed: HashMap<String, u64> = HashMap::new();
     while let Some(first) = queue.recv().await {
         let mut count = first.writes.len();
         let mut jobs = vec![first];
@@ -99,34 +110,115 @@ async fn run(storage: Arc<dyn Storage>, mut queue: mpsc::UnboundedReceiver<Job>)
                 Err(_) => break,
             }
         }
-        if jobs.len() == 1 {
-            let job = jobs.pop().expect("one job");
-            let result = write(storage.as_ref(), &job.writes).await;
-            let _ = job.done.send(result);
+        let mut ready = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match failed.get(&job.room_id) {
+                Some(generation) if *generation == job.generation => {
+                    let _ = job.done.send(Err(refused()));
+                }
+                Some(_) => {
+                    failed.remove(&job.room_id);
+                    ready.push(job);
+                }
+                None => ready.push(job),
+            }
+        }
+        // Several jobs are tried in one transaction; one job (or a batch that
+        // failed) is written job by job below.
+        let merged = ready.len() > 1 && {
+            let all: Vec<NewEvent<'_>> = ready.iter().flat_map(|job| job.writes.iter().map(|w| w.as_new())).collect();
+            storage.persist_events(&all).await.is_ok()
+        };
+        if merged {
+            for job in ready {
+                let _ = job.done.send(Ok(()));
+            }
             continue;
         }
-        let all: Vec<NewEvent<'_>> = jobs.iter().flat_map(|job| job.writes.iter().map(|w| w.as_new())).collect();
-        let result = storage.persist_events(&all).await;
-        drop(all);
-        match result {
-            Ok(()) => {
-                for job in jobs {
-                    let _ = job.done.send(Ok(()));
-                }
+        // One job's failure (a retried client transaction, say) must not fail
+        // the others: each is written alone, in order, and answered with its
+        // own result; the later jobs of a room whose job failed are refused.
+        for job in ready {
+            if failed.get(&job.room_id) == Some(&job.generation) {
+                let _ = job.done.send(Err(refused()));
+                continue;
             }
-            // One job's failure (a retried client transaction, say) must not fail
-            // the others: each is tried alone, and answered with its own result.
-            Err(_) => {
-                for job in jobs {
-                    let result = write(storage.as_ref(), &job.writes).await;
-                    let _ = job.done.send(result);
-                }
+            let result = write(storage.as_ref(), &job.writes).await;
+            if result.is_err() {
+                failed.insert(job.room_id.clone(), job.generation);
             }
+            let _ = job.done.send(result);
         }
     }
+}
+
+/// The answer to a job built on a failed one (never shown to a client: the
+/// writer redoes such a job).
+fn refused() -> StorageError {
+    StorageError::Database(sqlx::Error::Protocol("an earlier batch of the room failed".into()))
 }
 
 async fn write(storage: &dyn Storage, writes: &[Arc<EventWrite>]) -> Result<(), StorageError> {
     let news: Vec<NewEvent<'_>> = writes.iter().map(|w| w.as_new()).collect();
     storage.persist_events(&news).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(stream: i64, room_id: &str, prev: Option<&str>, txn_id: &str) -> Arc<EventWrite> {
+        Arc::new(EventWrite {
+            event: StoredEvent {
+                stream_ordering: stream,
+                event_id: format!("$e{stream}"),
+                room_id: room_id.to_owned(),
+                event_type: "m.room.message".into(),
+                state_key: None,
+                sender: "@a:x".into(),
+                depth: stream,
+                origin_server_ts: stream,
+                state_group: 0,
+                replaces_state: None,
+                redacted_by: None,
+                json: "{}".into(),
+                parsed: Default::default(),
+            },
+            prev_events: prev.map(str::to_owned).into_iter().collect(),
+            new_state_group: None,
+            membership: None,
+            txn: Some(("@a:x".into(), "D".into(), "send".into(), txn_id.into())),
+            redaction: None,
+            relation: None,
+            search: None,
+            push_actions: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_fails_the_jobs_built_on_it_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let storage = crate::storage::open(&url, 2).await.unwrap();
+        let commits = GroupCommit::start(storage.clone());
+        commits.submit("!a:x", 0, vec![write(1, "!a:x", None, "t1")]).await.unwrap().unwrap();
+
+        // Handed over together: room a's first job reuses a transaction id, its
+        // second job built on the first, room b's job is independent.
+        let failing =
+            commits.submit("!a:x", 0, vec![write(2, "!a:x", Some("$e1"), "t2"), write(3, "!a:x", None, "t1")]);
+        let built_on_it = commits.submit("!a:x", 0, vec![write(4, "!a:x", Some("$e3"), "t4")]);
+        let other_room = commits.submit("!b:x", 0, vec![write(5, "!b:x", None, "t5")]);
+        assert!(matches!(failing.await.unwrap(), Err(StorageError::DuplicateTxn)));
+        assert!(built_on_it.await.unwrap().is_err());
+        other_room.await.unwrap().unwrap();
+        for (id, stored) in [("$e2", false), ("$e3", false), ("$e4", false), ("$e5", true)] {
+            assert_eq!(storage.get_event(id).await.unwrap().is_some(), stored, "{id}");
+        }
+
+        // The writer read its head again (a new generation): room a is written again.
+        commits.submit("!a:x", 1, vec![write(6, "!a:x", Some("$e1"), "t6")]).await.unwrap().unwrap();
+        assert_eq!(storage.forward_extremities("!a:x").await.unwrap()[0].event_id, "$e6");
+        storage.close().await;
+    }
 }

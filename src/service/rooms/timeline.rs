@@ -21,10 +21,12 @@ use crate::service::now_ms;
 use crate::service::push::{Evaluator, RoomPushContext, UnreadCache};
 use crate::service::signing_key::SigningKey;
 use crate::service::versioned_cache::VersionedCache;
-use crate::storage::{Storage, StoredEvent, TxnKey};
+use crate::storage::{Storage, StorageError, StoredEvent, TxnKey};
 
 /// Most events of one room stored in one transaction.
 const MAX_EVENTS_PER_BATCH: usize = 64;
+/// Batches of one room handed to the group commit and not yet stored.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
 /// State changes a room's writer remembers, to store new snapshots as deltas cheaply.
 const RECENT_CHANGES: usize = 4096;
 /// Most prev_events one event names (the spec allows 20).
@@ -84,6 +86,9 @@ struct RoomHead {
     /// `(position, id)` of the snapshots made by events not yet committed, so
     /// that a later event of the same batch can build on one.
     uncommitted_groups: Vec<(i64, i64)>,
+    /// Events authorised but not yet committed, which later events of the same
+    /// batch may name as auth events (the PDU cache may decline to keep them).
+    uncommitted: HashMap<String, Arc<Pdu>>,
 }
 
 /// A room's writer: its head, and the appends waiting for it.
@@ -91,6 +96,31 @@ struct RoomHead {
 struct RoomWriter {
     head: AsyncMutex<Option<RoomHead>>,
     queue: Mutex<Vec<Request>>,
+    /// Changes whenever the head is read again after a failed batch: the group
+    /// commit refuses the batches that were built on the failed one.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl RoomWriter {
+    fn take_queued(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A batch handed to the group commit, waiting for its result.
+struct InFlight<'a> {
+    done: oneshot::Receiver<Result<(), StorageError>>,
+    batch: Vec<(Request, Prepared<'a>)>,
+}
+
+impl RoomHead {
+    /// Forgets what it kept of an event until it was stored.
+    fn stored(&mut self, prepared: &Prepared<'_>) {
+        self.uncommitted.remove(&prepared.write.event.event_id);
+        if let Some((group, _)) = &prepared.new_state {
+            self.uncommitted_groups.retain(|(_, id)| id != group);
+        }
+    }
 }
 
 /// An append waiting for its room's writer.
@@ -265,6 +295,14 @@ impl Timeline {
         Ok(Some(pdu))
     }
 
+    /// An event the head's auth checks consult: one of the batch being written, or a stored one.
+    async fn head_pdu(&self, head: &RoomHead, event_id: &str) -> Result<Option<Arc<Pdu>>> {
+        match head.uncommitted.get(event_id) {
+            Some(pdu) => Ok(Some(pdu.clone())),
+            None => self.pdu(event_id, &head.rules).await,
+        }
+    }
+
     async fn load_head(&self, room_id: &str) -> Result<RoomHead> {
         let room = self.storage.get_room(room_id).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
         let rules = pdu::rules_for(&room.room_version)?;
@@ -287,6 +325,7 @@ impl Timeline {
             recent: VecDeque::new(),
             push: None,
             uncommitted_groups: Vec::new(),
+            uncommitted: HashMap::new(),
         })
     }
 
@@ -304,6 +343,7 @@ impl Timeline {
             recent: VecDeque::new(),
             push: None,
             uncommitted_groups: Vec::new(),
+            uncommitted: HashMap::new(),
         };
         if !head.rules.authorization.room_create_event_id_as_room_id {
             head.room_id = format!("!{}:{}", crate::service::secrets::random_id(18), self.server_name);
@@ -337,8 +377,10 @@ impl Timeline {
         let writer = self.writer(&head.room_id);
         let mut guard = writer.head.lock().await;
         let prepared = self.authorize(&mut head, object, event_id, &draft, &Origin { sender, txn: None }).await?;
-        self.commits.commit(vec![prepared.write.clone()]).await.map_err(stored_error)?;
-        head.uncommitted_groups.clear();
+        let generation = writer.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let done = self.commits.submit(&head.room_id, generation, vec![prepared.write.clone()]);
+        done.await.map_err(|_| Error::internal("the group commit stopped"))?.map_err(stored_error)?;
+        head.stored(&prepared);
         self.publish(prepared).await;
         let room = NewRoom { room_id: head.room_id.clone(), version: version.to_owned() };
         *guard = Some(head);
@@ -365,71 +407,59 @@ impl Timeline {
         answer.await.map_err(|_| Error::internal("the room writer stopped"))?
     }
 
-    /// Takes the room's writer and writes every append waiting for it: those
-    /// that queued while the previous batch was being stored form the next one.
+    /// Takes the room's writer and writes every append waiting for it.
     async fn drain(&self, room_id: &str, writer: &RoomWriter) {
         let mut head = writer.head.lock().await;
-        let queue: VecDeque<Request> =
-            std::mem::take(&mut *writer.queue.lock().unwrap_or_else(|e| e.into_inner())).into();
-        // Empty when an earlier holder of the writer took this task's request.
-        if !queue.is_empty() {
-            self.write_requests(room_id, &mut head, queue).await;
-        }
+        self.write_requests(room_id, writer, &mut head).await;
     }
 
-    /// Authorises the queued appends one after another on top of the head, and
-    /// stores them in one transaction; answers every request.
-    async fn write_requests(&self, room_id: &str, slot: &mut Option<RoomHead>, mut queue: VecDeque<Request>) {
+    /// Authorises queued appends one after another on top of the head, hands
+    /// them to the group commit in batches, and answers each request once its
+    /// batch is stored. The next batch is prepared while the previous one is
+    /// being stored (it builds on the head as if that one were stored; if it
+    /// is not, the committer refuses the later batch too and both are redone).
+    async fn write_requests(&self, room_id: &str, writer: &RoomWriter, slot: &mut Option<RoomHead>) {
+        let mut queue: VecDeque<Request> = VecDeque::new();
+        let mut in_flight: VecDeque<InFlight<'_>> = VecDeque::new();
         // After a batch fails, its requests are retried one at a time, so that
         // each gets its own answer (a retried transaction id, say).
         let mut alone = 0usize;
-        while !queue.is_empty() {
-            if slot.is_none() {
-                match self.load_head(room_id).await {
-                    Ok(head) => *slot = Some(head),
-                    Err(e) => {
-                        for request in queue.drain(..) {
-                            let _ = request.reply.send(Err(e.clone()));
-                        }
-                        return;
-                    }
-                }
-            }
-            let head = slot.as_mut().expect("loaded above");
-            // Versions 1 and 2 name prev events by a hash read from the stored event.
-            let limit = if alone > 0 || !pdu::event_id_is_hash(&head.rules) { 1 } else { MAX_EVENTS_PER_BATCH };
-            let mut batch: Vec<(Request, Prepared<'_>)> = Vec::new();
-            while batch.len() < limit
-                && let Some(next) = queue.front()
+        loop {
+            queue.extend(writer.take_queued());
+            if let Some(next) = queue.front()
+                && in_flight.len() < MAX_BATCHES_IN_FLIGHT
             {
-                // A redaction reads its target as stored: what comes before it is stored first.
-                if !batch.is_empty() && next.draft.redacts.is_some() {
-                    break;
-                }
-                let request = queue.pop_front().expect("front exists");
-                alone = alone.saturating_sub(1);
-                let prepared = match self.build(head, &request.origin(), &request.draft, now_ms()).await {
-                    Ok((object, event_id)) => {
-                        self.authorize(head, object, event_id, &request.draft, &request.origin()).await
+                // What must see every earlier event stored waits for the batches in flight:
+                // a redaction (it reads its target as stored), rooms of versions 1 and 2
+                // (prev events are named by a hash of the stored event), retries one by one.
+                let must_wait = !in_flight.is_empty()
+                    && (slot.is_none()
+                        || alone > 0
+                        || next.draft.redacts.is_some()
+                        || slot.as_ref().is_some_and(|head| !pdu::event_id_is_hash(&head.rules)));
+                if !must_wait {
+                    if let Some(flight) = self.prepare_batch(room_id, writer, slot, &mut queue, &mut alone).await {
+                        in_flight.push_back(flight);
                     }
-                    Err(e) => Err(e),
-                };
-                match prepared {
-                    Ok(prepared) => batch.push((request, prepared)),
-                    Err(e) => {
-                        let answer = self.failed(&request.origin(), e).await;
-                        let _ = request.reply.send(answer);
-                    }
+                    continue;
                 }
             }
-            if batch.is_empty() {
+            let Some(flight) = in_flight.pop_front() else {
+                if queue.is_empty() {
+                    return;
+                }
                 continue;
-            }
-            let writes = batch.iter().map(|(_, prepared)| prepared.write.clone()).collect();
-            match self.commits.commit(writes).await {
+            };
+            let result = match flight.done.await {
+                Ok(result) => result,
+                Err(_) => Err(StorageError::Database(sqlx::Error::PoolClosed)),
+            };
+            match result {
                 Ok(()) => {
-                    head.uncommitted_groups.clear();
-                    for (request, prepared) in batch {
+                    for (request, prepared) in flight.batch {
+                        if let Some(head) = slot.as_mut() {
+                            head.stored(&prepared);
+                        }
                         let event_id = prepared.write.event.event_id.clone();
                         self.publish(prepared).await;
                         let _ = request.reply.send(Ok(event_id));
@@ -437,23 +467,90 @@ impl Timeline {
                 }
                 Err(e) => {
                     // The head moved past events that were not stored: read it again.
+                    // The batches in flight after this one built on it: the committer
+                    // refuses them (same generation), and they are redone.
                     *slot = None;
-                    for (_, prepared) in &batch {
+                    writer.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let later: Vec<InFlight<'_>> = in_flight.drain(..).collect();
+                    let mut redo: Vec<Request> = Vec::new();
+                    let failed_alone = flight.batch.len() == 1;
+                    for (request, prepared) in flight.batch {
                         self.events.invalidate(&prepared.write.event.event_id).await;
-                    }
-                    if batch.len() == 1 {
-                        let (request, _) = batch.pop().expect("one");
-                        let answer = self.failed(&request.origin(), stored_error(e)).await;
-                        let _ = request.reply.send(answer);
-                    } else {
-                        alone = batch.len();
-                        for (request, _) in batch.into_iter().rev() {
-                            queue.push_front(request);
+                        if failed_alone {
+                            let answer = self.failed(&request.origin(), stored_error(e)).await;
+                            let _ = request.reply.send(answer);
+                            break;
                         }
+                        alone += 1;
+                        redo.push(request);
+                    }
+                    for flight in later {
+                        for (request, prepared) in flight.batch {
+                            self.events.invalidate(&prepared.write.event.event_id).await;
+                            redo.push(request);
+                        }
+                    }
+                    for request in redo.into_iter().rev() {
+                        queue.push_front(request);
                     }
                 }
             }
         }
+    }
+
+    /// Authorises the next requests of the queue on the head (loading it if
+    /// needed) and hands them to the group commit as one batch.
+    async fn prepare_batch<'a>(
+        &'a self,
+        room_id: &str,
+        writer: &RoomWriter,
+        slot: &mut Option<RoomHead>,
+        queue: &mut VecDeque<Request>,
+        alone: &mut usize,
+    ) -> Option<InFlight<'a>> {
+        if slot.is_none() {
+            match self.load_head(room_id).await {
+                Ok(head) => *slot = Some(head),
+                Err(e) => {
+                    for request in queue.drain(..) {
+                        let _ = request.reply.send(Err(e.clone()));
+                    }
+                    return None;
+                }
+            }
+        }
+        let head = slot.as_mut().expect("loaded above");
+        let limit = if *alone > 0 || !pdu::event_id_is_hash(&head.rules) { 1 } else { MAX_EVENTS_PER_BATCH };
+        let mut batch: Vec<(Request, Prepared<'a>)> = Vec::new();
+        while batch.len() < limit
+            && let Some(next) = queue.front()
+        {
+            // A redaction reads its target as stored: what comes before it is stored first.
+            if !batch.is_empty() && next.draft.redacts.is_some() {
+                break;
+            }
+            let request = queue.pop_front().expect("front exists");
+            *alone = alone.saturating_sub(1);
+            let prepared = match self.build(head, &request.origin(), &request.draft, now_ms()).await {
+                Ok((object, event_id)) => {
+                    self.authorize(head, object, event_id, &request.draft, &request.origin()).await
+                }
+                Err(e) => Err(e),
+            };
+            match prepared {
+                Ok(prepared) => batch.push((request, prepared)),
+                Err(e) => {
+                    let answer = self.failed(&request.origin(), e).await;
+                    let _ = request.reply.send(answer);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        let writes = batch.iter().map(|(_, prepared)| prepared.write.clone()).collect();
+        let generation = writer.generation.load(std::sync::atomic::Ordering::SeqCst);
+        Some(InFlight { done: self.commits.submit(room_id, generation, writes), batch })
     }
 
     /// The answer to an append that failed: a retried client transaction is
@@ -597,13 +694,13 @@ impl Timeline {
         // Events the checks may look at: the auth events, and the state before.
         let mut known: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         for id in &pdu.auth_events {
-            if let Some(event) = self.pdu(id.as_str(), &rules).await? {
+            if let Some(event) = self.head_pdu(head, id.as_str()).await? {
                 known.insert(id.clone(), event);
             }
         }
         if rules.authorization.room_create_event_id_as_room_id
             && let Some(create_id) = head.state.get(&("m.room.create".to_owned(), String::new()))
-            && let Some(event) = self.pdu(create_id, &rules).await?
+            && let Some(event) = self.head_pdu(head, create_id).await?
         {
             known.insert(event.event_id.clone(), event);
         }
@@ -625,7 +722,7 @@ impl Timeline {
         let mut state_events: HashMap<(String, String), Arc<Pdu>> = HashMap::new();
         for key in keys {
             if let Some(id) = head.state.get(&key)
-                && let Some(event) = self.pdu(id, &rules).await?
+                && let Some(event) = self.head_pdu(head, id).await?
             {
                 state_events.insert(key, event);
             }
@@ -734,7 +831,9 @@ impl Timeline {
             head.uncommitted_groups.push((group.position, group.id));
         }
         // Later events of the batch may name this one among their auth events.
-        self.events.insert(event_id.to_string(), Arc::new(pdu)).await;
+        let pdu = Arc::new(pdu);
+        head.uncommitted.insert(event_id.to_string(), pdu.clone());
+        self.events.insert(event_id.to_string(), pdu).await;
         Ok(Prepared {
             new_state: new_state.map(|state| (state_group, state)),
             has_relation: relation.is_some(),
