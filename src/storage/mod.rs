@@ -213,6 +213,10 @@ pub trait Storage:
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
+    /// How many write transactions are worth running at once (SQLite: one writer).
+    fn concurrent_writers(&self) -> usize {
+        1
+    }
     async fn close(&self);
 }
 

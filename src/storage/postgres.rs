@@ -44,6 +44,11 @@ impl Storage for PgStore {
         PoolStats { size: self.read.size(), idle: self.read.num_idle() as u32 }
     }
 
+    fn concurrent_writers(&self) -> usize {
+        // A quarter of the pool, so that readers always find connections.
+        (self.read.options().get_max_connections() as usize / 4).clamp(1, 4)
+    }
+
     async fn close(&self) {
         self.read.close().await;
     }

@@ -64,17 +64,24 @@ struct Job {
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
-/// Hands events to the task that writes them.
+/// Hands events to the tasks that write them: one per transaction the
+/// database can write at once (SQLite: one), each room always to the same one
+/// so that its jobs stay in order.
 pub struct GroupCommit {
-    jobs: mpsc::UnboundedSender<Job>,
+    shards: Vec<mpsc::UnboundedSender<Job>>,
 }
 
 impl GroupCommit {
     /// Starts the writing task (it ends when the last `GroupCommit` is dropped).
     pub fn start(storage: Arc<dyn Storage>) -> Self {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(storage, queue));
-        Self { jobs }
+        let shards = (0..storage.concurrent_writers().max(1))
+            .map(|_| {
+                let (jobs, queue) = mpsc::unbounded_channel();
+                tokio::spawn(run(storage.clone(), queue));
+                jobs
+            })
+            .collect();
+        Self { shards }
     }
 
     /// Hands one room's events to be stored (in order, all or none); the
@@ -90,9 +97,16 @@ impl GroupCommit {
     ) -> oneshot::Receiver<Result<(), StorageError>> {
         let (done, result) = oneshot::channel();
         // If the task is gone, `done` is dropped with the job and the receiver says so.
-        let _ = self.jobs.send(Job { room_id: room_id.to_owned(), generation, writes, done });
+        let shard = &self.shards[shard_of(room_id, self.shards.len())];
+        let _ = shard.send(Job { room_id: room_id.to_owned(), generation, writes, done });
         result
     }
+}
+
+fn shard_of(room_id: &str, shards: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // A fixed hasher: the same room must map to the same shard for the process's life.
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(room_id) % shards as u64) as usize
 }
 
 async fn run(storage: Arc<dyn Storage>, mut queue: mpsc::UnboundedReceiver<Job>) {
