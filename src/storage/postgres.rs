@@ -1,5 +1,6 @@
 //! PostgreSQL: the production database. One pool serves reads and writes.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,10 +19,12 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        // Room for every statement the server runs, so none is parsed and planned twice.
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?.statement_cache_capacity(256);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self { read: pool.clone(), write: pool })
@@ -55,6 +58,9 @@ impl Storage for PgStore {
 }
 
 impl PgStore {
+    /// After events are written: nothing to do (see the SQLite store's).
+    async fn after_events_written(&self) {}
+
     /// Adds events' text to the search index, inside their transaction.
     async fn index_search(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

@@ -6,7 +6,25 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 }
 
 /// Most bound parameters in one multi-row statement (both engines allow far more).
-pub(super) const ROWS_PER_INSERT: usize = 1200;
+const PARAMS_PER_STATEMENT: usize = 1200;
+
+/// `items` in chunks whose lengths are powers of two (largest first), each
+/// under `PARAMS_PER_STATEMENT` parameters at `columns` a row. A multi-row
+/// statement's text depends on its row count: with few distinct counts, the
+/// prepared statements stay in the connection's cache instead of being parsed
+/// and planned again for every batch size.
+pub(super) fn pow2_chunks<T>(items: &[T], columns: usize) -> Vec<&[T]> {
+    let most = 1usize << (PARAMS_PER_STATEMENT / columns.max(1)).max(1).ilog2();
+    let mut chunks = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let len = most.min(1 << rest.len().ilog2());
+        let (chunk, after) = rest.split_at(len);
+        chunks.push(chunk);
+        rest = after;
+    }
+    chunks
+}
 
 /// `($1, $2), ($3, $4), ...`: the VALUES of a multi-row INSERT.
 pub(super) fn values_sql(rows: usize, columns: usize) -> String {
@@ -117,7 +135,7 @@ macro_rules! impl_room_sql {
                 &self,
                 batch: &[$crate::storage::NewEvent<'_>],
             ) -> $crate::storage::Result<()> {
-                use $crate::storage::sql_rooms::{ROWS_PER_INSERT, values_sql};
+                use $crate::storage::sql_rooms::{pow2_chunks, values_sql};
                 // One transaction for the whole batch: all of it is stored, or none.
                 // Rows of the same table go in one multi-row INSERT: on SQLite each
                 // statement is a round trip to the connection's worker thread.
@@ -132,7 +150,7 @@ macro_rules! impl_room_sql {
                         .bind(group.position)
                         .execute(&mut *tx)
                         .await?;
-                    for chunk in group.delta.chunks(ROWS_PER_INSERT) {
+                    for chunk in pow2_chunks(&group.delta, 4) {
                         let sql = format!(
                             "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) VALUES {}",
                             values_sql(chunk.len(), 4)
@@ -144,7 +162,7 @@ macro_rules! impl_room_sql {
                         query.execute(&mut *tx).await?;
                     }
                 }
-                for chunk in batch.chunks(ROWS_PER_INSERT / 12) {
+                for chunk in pow2_chunks(batch, 12) {
                     let sql = format!(
                         "INSERT INTO events ({}) VALUES {}",
                         $crate::storage::sql_rooms::EVENT_COLUMNS,
@@ -173,7 +191,7 @@ macro_rules! impl_room_sql {
                     .iter()
                     .flat_map(|new| new.prev_events.iter().map(move |prev| (new.event.event_id.as_str(), prev.as_str())))
                     .collect();
-                for chunk in edges.chunks(ROWS_PER_INSERT / 2) {
+                for chunk in pow2_chunks(&edges, 2) {
                     let sql = format!("INSERT INTO event_edges (event_id, prev_event_id) VALUES {}", values_sql(chunk.len(), 2));
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                     for (event_id, prev) in chunk {
@@ -199,7 +217,7 @@ macro_rules! impl_room_sql {
                     if replaced {
                         continue;
                     }
-                    for chunk in extremities.removed.chunks(ROWS_PER_INSERT) {
+                    for chunk in pow2_chunks(&extremities.removed, 1) {
                         let sql = format!(
                             "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id IN ({})",
                             $crate::storage::sql_rooms::placeholders(2, chunk.len())
@@ -210,7 +228,7 @@ macro_rules! impl_room_sql {
                         }
                         query.execute(&mut *tx).await?;
                     }
-                    for chunk in extremities.added.chunks(ROWS_PER_INSERT / 2) {
+                    for chunk in pow2_chunks(&extremities.added, 2) {
                         let sql = format!(
                             "INSERT INTO forward_extremities (room_id, event_id) VALUES {}",
                             values_sql(chunk.len(), 2)
@@ -255,7 +273,7 @@ macro_rules! impl_room_sql {
                 }
                 let txns: Vec<(&$crate::storage::TxnKey<'_>, &str)> =
                     batch.iter().filter_map(|new| Some((new.txn.as_ref()?, new.event.event_id.as_str()))).collect();
-                for chunk in txns.chunks(ROWS_PER_INSERT / 5) {
+                for chunk in pow2_chunks(&txns, 5) {
                     let sql = format!(
                         "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES {}
                          ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
@@ -272,7 +290,7 @@ macro_rules! impl_room_sql {
                 }
                 let relations: Vec<(&$crate::storage::StoredEvent, (&str, &str))> =
                     batch.iter().filter_map(|new| Some((new.event, new.relation?))).collect();
-                for chunk in relations.chunks(ROWS_PER_INSERT / 7) {
+                for chunk in pow2_chunks(&relations, 7) {
                     let sql = format!(
                         "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, event_type, sender,
                              stream_ordering) VALUES {}",
@@ -293,12 +311,12 @@ macro_rules! impl_room_sql {
                 }
                 let searchable: Vec<(&$crate::storage::StoredEvent, &str, &str)> =
                     batch.iter().filter_map(|new| new.search.map(|(key, text)| (new.event, key, text))).collect();
-                for chunk in searchable.chunks(ROWS_PER_INSERT / 5) {
+                for chunk in pow2_chunks(&searchable, 5) {
                     Self::index_search(&mut tx, chunk).await?;
                 }
                 let notifications: Vec<(&$crate::storage::StoredEvent, &$crate::storage::PushActionRow)> =
                     batch.iter().flat_map(|new| new.push_actions.iter().map(move |row| (new.event, row))).collect();
-                for chunk in notifications.chunks(ROWS_PER_INSERT / 7) {
+                for chunk in pow2_chunks(&notifications, 7) {
                     let sql = format!(
                         "INSERT INTO event_push_actions (room_id, stream_ordering, ts, user_id, thread_id, highlight,
                              actions) VALUES {}",
@@ -339,6 +357,7 @@ macro_rules! impl_room_sql {
                         .await?;
                 }
                 tx.commit().await?;
+                self.after_events_written().await;
                 Ok(())
             }
 
@@ -882,6 +901,17 @@ mod tests {
             search: None,
             push_actions: &[],
         }
+    }
+
+    #[test]
+    fn chunks_have_power_of_two_lengths_under_the_parameter_limit() {
+        let lengths = |n: usize, columns| pow2_chunks(&vec![0; n], columns).iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(lengths(0, 5), Vec::<usize>::new());
+        assert_eq!(lengths(1, 5), vec![1]);
+        assert_eq!(lengths(7, 5), vec![4, 2, 1]);
+        // 1200 / 12 = 100 parameters' worth: at most 64 rows.
+        assert_eq!(lengths(200, 12), vec![64, 64, 64, 8]);
+        assert_eq!(lengths(3, 2000), vec![1, 1, 1]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! SQLite: the embedded default. WAL mode; one writer connection, several readers.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +21,7 @@ pub struct SqliteStore {
     pub(super) write: SqlitePool,
     /// Checkpoints the WAL in the background (see `checkpoint_wal`).
     checkpointer: SqlitePool,
+    wal: Arc<WalState>,
     /// Ends the checkpoint task when the store is dropped.
     _stop_checkpoints: tokio_util::sync::DropGuard,
 }
@@ -31,6 +34,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
+            // Room for every statement the server runs, so none is prepared twice.
+            .statement_cache_capacity(STATEMENT_CACHE)
             // Keeps the planner's statistics fresh (ANALYZE where it pays off).
             .optimize_on_close(true, None);
         // The writer never checkpoints: copying the WAL into the database (and its
@@ -44,7 +49,8 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(checkpoint_wal(checkpointer.clone(), stop.clone()));
+        let wal = Arc::new(WalState::default());
+        tokio::spawn(checkpoint_wal(checkpointer.clone(), wal.clone(), stop.clone()));
         // More readers than cores only add private page caches (memory) and
         // cache revalidation after each write.
         let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
@@ -52,9 +58,38 @@ impl SqliteStore {
             .max_connections(max_connections.clamp(1, 2 * cores))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { read, write, checkpointer, _stop_checkpoints: stop.drop_guard() })
+        Ok(Self { read, write, checkpointer, wal, _stop_checkpoints: stop.drop_guard() })
+    }
+
+    /// After events are written: once the WAL is long, starts it over (see
+    /// `checkpoint_wal`). Done by the writer between its transactions, so that
+    /// no write waits in SQLite's busy handler, which sleeps in steps of
+    /// milliseconds; the background checkpoints have copied nearly all of it.
+    /// The events are stored whatever happens here: a failure is only logged.
+    async fn after_events_written(&self) {
+        if self.wal.frames.load(Ordering::Relaxed) < RESTART_WAL_FRAMES {
+            return;
+        }
+        let _checkpointing = self.wal.lock.lock().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&self.write).await {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        self.wal.frames.store(0, Ordering::Relaxed);
     }
 }
+
+/// What the WAL's checkpoints share.
+#[derive(Default)]
+struct WalState {
+    /// Frames in the WAL at the latest background checkpoint.
+    frames: AtomicI64,
+    /// Held while checkpointing, so that the writer and the background task
+    /// never wait for each other in SQLite's busy handler.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 256;
 
 /// How often the WAL is copied into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
@@ -66,10 +101,10 @@ const RESTART_WAL_FRAMES: i64 = 4000;
 /// PASSIVE checkpoint waits for no one, so it runs beside the writer; but with
 /// writes going on, the WAL is never fully copied at the moment the next write
 /// starts, so SQLite would never start it over and it would grow without end
-/// (and every write past its end costs the kernel fresh zeroed pages). Once it
-/// is long, a RESTART checkpoint holds the writer back for the little left to
-/// copy, so that the next write begins the WAL again from its start.
-async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+/// (and every write past its end costs the kernel fresh zeroed pages). The
+/// writer restarts it after writing events (`after_events_written`); should
+/// other writes keep it growing, this task restarts it itself.
+async fn checkpoint_wal(pool: SqlitePool, wal: Arc<WalState>, stop: tokio_util::sync::CancellationToken) {
     let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -81,10 +116,12 @@ async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationTo
             return;
         }
         let checkpoint = async {
+            let _checkpointing = wal.lock.lock().await;
             // (busy, frames in the WAL, frames copied)
             let (_, frames, _): (i64, i64, i64) =
                 sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await?;
-            if frames >= RESTART_WAL_FRAMES {
+            wal.frames.store(frames, Ordering::Relaxed);
+            if frames >= 4 * RESTART_WAL_FRAMES {
                 sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await?;
             }
             Ok::<_, sqlx::Error>(())
