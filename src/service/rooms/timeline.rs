@@ -27,6 +27,8 @@ use crate::storage::{Storage, StorageError, StoredEvent, TxnKey};
 const MAX_EVENTS_PER_BATCH: usize = 64;
 /// Batches of one room handed to the group commit and not yet stored.
 const MAX_BATCHES_IN_FLIGHT: usize = 2;
+/// Batches a room's writer prepares before it lets others take the head.
+const MAX_BATCHES_PER_TURN: usize = 32;
 /// State changes a room's writer remembers, to store new snapshots as deltas cheaply.
 const RECENT_CHANGES: usize = 4096;
 /// Most prev_events one event names (the spec allows 20).
@@ -424,8 +426,15 @@ impl Timeline {
         // After a batch fails, its requests are retried one at a time, so that
         // each gets its own answer (a retried transaction id, say).
         let mut alone = 0usize;
+        let mut batches = 0usize;
         loop {
-            queue.extend(writer.take_queued());
+            // After a while the writer stops taking new requests and lets go of the
+            // head once done, so that others waiting for it (a room upgrade reading
+            // the current state) get their turn; each queued request has a task of
+            // its own waiting to take the writer next.
+            if batches < MAX_BATCHES_PER_TURN {
+                queue.extend(writer.take_queued());
+            }
             if let Some(next) = queue.front()
                 && in_flight.len() < MAX_BATCHES_IN_FLIGHT
             {
@@ -440,6 +449,7 @@ impl Timeline {
                 if !must_wait {
                     if let Some(flight) = self.prepare_batch(room_id, writer, slot, &mut queue, &mut alone).await {
                         in_flight.push_back(flight);
+                        batches += 1;
                     }
                     continue;
                 }
