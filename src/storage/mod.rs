@@ -18,7 +18,7 @@ mod sql_push;
 mod sql_rooms;
 mod sqlite;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_media;
 

@@ -82,6 +82,29 @@ pub(super) fn extremity_changes<'a>(batch: &'a [super::NewEvent<'a>]) -> Vec<(&'
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, depth, \
      origin_server_ts, state_group, replaces_state, redacted_by, json";
 
+/// `INSERT ... VALUES (...), (...) [tail]` of `rows` in a transaction, in
+/// chunks of power-of-two lengths (see `pow2_chunks`), each row bound by the
+/// closure-like last argument; evaluates to the rows affected.
+macro_rules! insert_rows {
+    ($tx:ident, $head:expr, $rows:expr, $columns:expr, |$query:ident, $row:pat_param| $bind:expr) => {
+        $crate::storage::sql_rooms::insert_rows!($tx, $head, "", $rows, $columns, |$query, $row| $bind)
+    };
+    ($tx:ident, $head:expr, $tail:expr, $rows:expr, $columns:expr, |$query:ident, $row:pat_param| $bind:expr) => {{
+        let mut affected = 0u64;
+        for chunk in $crate::storage::sql_rooms::pow2_chunks($rows, $columns) {
+            let values = $crate::storage::sql_rooms::values_sql(chunk.len(), $columns);
+            let sql = format!("{} VALUES {}{}", $head, values, $tail);
+            let mut $query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for $row in chunk {
+                $query = $bind;
+            }
+            affected += $query.execute(&mut *$tx).await?.rows_affected();
+        }
+        affected
+    }};
+}
+pub(crate) use insert_rows;
+
 macro_rules! impl_room_sql {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -135,7 +158,7 @@ macro_rules! impl_room_sql {
                 &self,
                 batch: &[$crate::storage::NewEvent<'_>],
             ) -> $crate::storage::Result<()> {
-                use $crate::storage::sql_rooms::{pow2_chunks, values_sql};
+                use $crate::storage::sql_rooms::{insert_rows, pow2_chunks};
                 // One transaction for the whole batch: all of it is stored, or none.
                 // Rows of the same table go in one multi-row INSERT: on SQLite each
                 // statement is a round trip to the connection's worker thread.
@@ -150,55 +173,40 @@ macro_rules! impl_room_sql {
                         .bind(group.position)
                         .execute(&mut *tx)
                         .await?;
-                    for chunk in pow2_chunks(&group.delta, 4) {
-                        let sql = format!(
-                            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) VALUES {}",
-                            values_sql(chunk.len(), 4)
-                        );
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for entry in chunk {
-                            query = query.bind(group.id).bind(&entry.event_type).bind(&entry.state_key).bind(&entry.event_id);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                }
-                for chunk in pow2_chunks(batch, 12) {
-                    let sql = format!(
-                        "INSERT INTO events ({}) VALUES {}",
-                        $crate::storage::sql_rooms::EVENT_COLUMNS,
-                        values_sql(chunk.len(), 12)
+                    insert_rows!(
+                        tx,
+                        "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id)",
+                        &group.delta,
+                        4,
+                        |query, entry| query.bind(group.id).bind(&entry.event_type).bind(&entry.state_key).bind(&entry.event_id)
                     );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for new in chunk {
-                        let e = new.event;
-                        query = query
-                            .bind(e.stream_ordering)
-                            .bind(&e.event_id)
-                            .bind(&e.room_id)
-                            .bind(&e.event_type)
-                            .bind(&e.state_key)
-                            .bind(&e.sender)
-                            .bind(e.depth)
-                            .bind(e.origin_server_ts)
-                            .bind(e.state_group)
-                            .bind(&e.replaces_state)
-                            .bind(&e.redacted_by)
-                            .bind(&e.json);
-                    }
-                    query.execute(&mut *tx).await?;
                 }
+                insert_rows!(
+                    tx,
+                    format!("INSERT INTO events ({})", $crate::storage::sql_rooms::EVENT_COLUMNS),
+                    batch,
+                    12,
+                    |query, new| query
+                        .bind(new.event.stream_ordering)
+                        .bind(&new.event.event_id)
+                        .bind(&new.event.room_id)
+                        .bind(&new.event.event_type)
+                        .bind(&new.event.state_key)
+                        .bind(&new.event.sender)
+                        .bind(new.event.depth)
+                        .bind(new.event.origin_server_ts)
+                        .bind(new.event.state_group)
+                        .bind(&new.event.replaces_state)
+                        .bind(&new.event.redacted_by)
+                        .bind(&new.event.json)
+                );
                 let edges: Vec<(&str, &str)> = batch
                     .iter()
                     .flat_map(|new| new.prev_events.iter().map(move |prev| (new.event.event_id.as_str(), prev.as_str())))
                     .collect();
-                for chunk in pow2_chunks(&edges, 2) {
-                    let sql = format!("INSERT INTO event_edges (event_id, prev_event_id) VALUES {}", values_sql(chunk.len(), 2));
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (event_id, prev) in chunk {
-                        query = query.bind(*event_id).bind(*prev);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
+                insert_rows!(tx, "INSERT INTO event_edges (event_id, prev_event_id)", &edges, 2, |query, (event_id, prev)| {
+                    query.bind(*event_id).bind(*prev)
+                });
                 for (room_id, extremities) in $crate::storage::sql_rooms::extremity_changes(batch) {
                     // The usual case, one event replacing the room's only extremity, is one update.
                     let replaced = match (extremities.removed.as_slice(), extremities.added.as_slice()) {
@@ -228,17 +236,13 @@ macro_rules! impl_room_sql {
                         }
                         query.execute(&mut *tx).await?;
                     }
-                    for chunk in pow2_chunks(&extremities.added, 2) {
-                        let sql = format!(
-                            "INSERT INTO forward_extremities (room_id, event_id) VALUES {}",
-                            values_sql(chunk.len(), 2)
-                        );
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for id in chunk {
-                            query = query.bind(room_id).bind(*id);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
+                    insert_rows!(
+                        tx,
+                        "INSERT INTO forward_extremities (room_id, event_id)",
+                        &extremities.added,
+                        2,
+                        |query, id| query.bind(room_id).bind(*id)
+                    );
                 }
                 // Current state and memberships, in order: a later event of the batch wins.
                 for new in batch {
@@ -273,42 +277,40 @@ macro_rules! impl_room_sql {
                 }
                 let txns: Vec<(&$crate::storage::TxnKey<'_>, &str)> =
                     batch.iter().filter_map(|new| Some((new.txn.as_ref()?, new.event.event_id.as_str()))).collect();
-                for chunk in pow2_chunks(&txns, 5) {
-                    let sql = format!(
-                        "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES {}
-                         ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
-                        values_sql(chunk.len(), 5)
-                    );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (key, event_id) in chunk {
-                        query = query.bind(key.user_id).bind(key.device_id).bind(key.scope).bind(key.txn_id).bind(*event_id);
-                    }
-                    if query.execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
-                        // Dropping the transaction rolls the batch back.
-                        return Err($crate::storage::StorageError::DuplicateTxn);
-                    }
+                let stored = insert_rows!(
+                    tx,
+                    "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id)",
+                    " ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
+                    &txns,
+                    5,
+                    |query, (key, event_id)| query
+                        .bind(key.user_id)
+                        .bind(key.device_id)
+                        .bind(key.scope)
+                        .bind(key.txn_id)
+                        .bind(*event_id)
+                );
+                if stored != txns.len() as u64 {
+                    // A transaction id used before: dropping the transaction rolls the batch back.
+                    return Err($crate::storage::StorageError::DuplicateTxn);
                 }
                 let relations: Vec<(&$crate::storage::StoredEvent, (&str, &str))> =
                     batch.iter().filter_map(|new| Some((new.event, new.relation?))).collect();
-                for chunk in pow2_chunks(&relations, 7) {
-                    let sql = format!(
-                        "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, event_type, sender,
-                             stream_ordering) VALUES {}",
-                        values_sql(chunk.len(), 7)
-                    );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (e, (relates_to, rel_type)) in chunk {
-                        query = query
-                            .bind(&e.event_id)
-                            .bind(&e.room_id)
-                            .bind(*relates_to)
-                            .bind(*rel_type)
-                            .bind(&e.event_type)
-                            .bind(&e.sender)
-                            .bind(e.stream_ordering);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
+                insert_rows!(
+                    tx,
+                    "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, event_type, sender,
+                         stream_ordering)",
+                    &relations,
+                    7,
+                    |query, (e, (relates_to, rel_type))| query
+                        .bind(&e.event_id)
+                        .bind(&e.room_id)
+                        .bind(*relates_to)
+                        .bind(*rel_type)
+                        .bind(&e.event_type)
+                        .bind(&e.sender)
+                        .bind(e.stream_ordering)
+                );
                 let searchable: Vec<(&$crate::storage::StoredEvent, &str, &str)> =
                     batch.iter().filter_map(|new| new.search.map(|(key, text)| (new.event, key, text))).collect();
                 for chunk in pow2_chunks(&searchable, 5) {
@@ -316,25 +318,20 @@ macro_rules! impl_room_sql {
                 }
                 let notifications: Vec<(&$crate::storage::StoredEvent, &$crate::storage::PushActionRow)> =
                     batch.iter().flat_map(|new| new.push_actions.iter().map(move |row| (new.event, row))).collect();
-                for chunk in pow2_chunks(&notifications, 7) {
-                    let sql = format!(
-                        "INSERT INTO event_push_actions (room_id, stream_ordering, ts, user_id, thread_id, highlight,
-                             actions) VALUES {}",
-                        values_sql(chunk.len(), 7)
-                    );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (e, row) in chunk {
-                        query = query
-                            .bind(&e.room_id)
-                            .bind(e.stream_ordering)
-                            .bind(e.origin_server_ts)
-                            .bind(&row.user_id)
-                            .bind(&row.thread_id)
-                            .bind(row.highlight)
-                            .bind(&row.actions);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
+                insert_rows!(
+                    tx,
+                    "INSERT INTO event_push_actions (room_id, stream_ordering, ts, user_id, thread_id, highlight, actions)",
+                    &notifications,
+                    7,
+                    |query, (e, row)| query
+                        .bind(&e.room_id)
+                        .bind(e.stream_ordering)
+                        .bind(e.origin_server_ts)
+                        .bind(&row.user_id)
+                        .bind(&row.thread_id)
+                        .bind(row.highlight)
+                        .bind(&row.actions)
+                );
                 // Redactions last, so that a target stored in the same batch is found.
                 for new in batch {
                     let Some((target, redacted_json)) = new.redaction else { continue };
@@ -869,38 +866,15 @@ pub(crate) use impl_room_sql;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::tests::{plain, stored};
     use crate::storage::{NewEvent, StoredEvent};
 
     fn event(id: &str, room: &str) -> StoredEvent {
-        StoredEvent {
-            stream_ordering: 0,
-            event_id: id.to_owned(),
-            room_id: room.to_owned(),
-            event_type: "m.room.message".into(),
-            state_key: None,
-            sender: "@a:x".into(),
-            depth: 0,
-            origin_server_ts: 0,
-            state_group: 0,
-            replaces_state: None,
-            redacted_by: None,
-            json: "{}".into(),
-            parsed: Default::default(),
-        }
+        stored(0, id, room, None, 0)
     }
 
     fn new<'a>(event: &'a StoredEvent, prev: &'a [String]) -> NewEvent<'a> {
-        NewEvent {
-            event,
-            prev_events: prev,
-            new_state_group: None,
-            membership: None,
-            txn: None,
-            redaction: None,
-            relation: None,
-            search: None,
-            push_actions: &[],
-        }
+        NewEvent { prev_events: prev, ..plain(event) }
     }
 
     #[test]

@@ -193,7 +193,8 @@ async fn reopening_applies_no_migration_twice_and_refuses_newer_databases() {
     }
 }
 
-fn stored(stream: i64, event_id: &str, room_id: &str, state_key: Option<&str>, group: i64) -> StoredEvent {
+/// A stored event for tests (a message, or a membership when it has a state key).
+pub(crate) fn stored(stream: i64, event_id: &str, room_id: &str, state_key: Option<&str>, group: i64) -> StoredEvent {
     StoredEvent {
         stream_ordering: stream,
         event_id: event_id.to_owned(),
@@ -211,7 +212,8 @@ fn stored(stream: i64, event_id: &str, room_id: &str, state_key: Option<&str>, g
     }
 }
 
-fn plain(event: &StoredEvent) -> NewEvent<'_> {
+/// The event stored with nothing else.
+pub(crate) fn plain(event: &StoredEvent) -> NewEvent<'_> {
     NewEvent {
         event,
         prev_events: &[],

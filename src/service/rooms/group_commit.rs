@@ -183,21 +183,7 @@ mod tests {
 
     fn write(stream: i64, room_id: &str, prev: Option<&str>, txn_id: &str) -> Arc<EventWrite> {
         Arc::new(EventWrite {
-            event: StoredEvent {
-                stream_ordering: stream,
-                event_id: format!("$e{stream}"),
-                room_id: room_id.to_owned(),
-                event_type: "m.room.message".into(),
-                state_key: None,
-                sender: "@a:x".into(),
-                depth: stream,
-                origin_server_ts: stream,
-                state_group: 0,
-                replaces_state: None,
-                redacted_by: None,
-                json: "{}".into(),
-                parsed: Default::default(),
-            },
+            event: crate::storage::tests::stored(stream, &format!("$e{stream}"), room_id, None, 0),
             prev_events: prev.map(str::to_owned).into_iter().collect(),
             new_state_group: None,
             membership: None,
