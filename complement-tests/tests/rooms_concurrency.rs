@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use complement_tests::{TestServer, assert_ok, unique_localpart};
+use complement_tests::{Client, TestServer, assert_ok, unique_localpart};
 use serde_json::{Value, json};
 
 const USERS: usize = 8;
@@ -17,18 +17,24 @@ fn message_ids(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// `count` new users; user i joins room i % rooms.len().
+async fn writers(server: &TestServer, rooms: &[String], count: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for i in 0..count {
+        let client = server.register(&unique_localpart("writer"), "password-w").await;
+        client.join(&rooms[i % rooms.len()]).await;
+        clients.push(client);
+    }
+    clients
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_users_send_200_messages_each_concurrently() {
     let server = TestServer::start().await;
     let creator = server.register("creator", "password-c").await;
     let room = creator.create_room(json!({ "preset": "public_chat", "name": "busy" })).await;
 
-    let mut clients = Vec::new();
-    for _ in 0..USERS {
-        let client = server.register(&unique_localpart("writer"), "password-w").await;
-        client.join(&room).await;
-        clients.push(client);
-    }
+    let clients = writers(&server, std::slice::from_ref(&room), USERS).await;
 
     let tasks: Vec<_> = clients
         .iter()
@@ -114,12 +120,7 @@ async fn retries_racing_their_original_give_one_event_per_transaction() {
         creator.create_room(json!({ "preset": "public_chat", "name": "one" })).await,
         creator.create_room(json!({ "preset": "public_chat", "name": "two" })).await,
     ];
-    let mut clients = Vec::new();
-    for i in 0..SENDERS {
-        let client = server.register(&unique_localpart("retrier"), "password-r").await;
-        client.join(&rooms[i % 2]).await;
-        clients.push(client);
-    }
+    let clients = writers(&server, &rooms, SENDERS).await;
     let tasks: Vec<_> = clients
         .iter()
         .cloned()

@@ -199,9 +199,6 @@ pub trait RoomStore: Send + Sync {
     /// Stores events in one transaction, in order: all of them or, on any error
     /// (a duplicate client transaction among them too), none.
     async fn persist_events(&self, batch: &[NewEvent<'_>]) -> Result<()>;
-    async fn persist_event(&self, new: &NewEvent<'_>) -> Result<()> {
-        self.persist_events(std::slice::from_ref(new)).await
-    }
     async fn forward_extremities(&self, room_id: &str) -> Result<Vec<Extremity>>;
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
     async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>>;

@@ -292,23 +292,23 @@ async fn events_state_groups_and_pagination() {
             let event = stored(n, &format!("${n}"), "!r:x", Some(key), n);
             let txn_id = format!("t{n}");
             let prev = if n > 1 { vec![format!("${}", n - 1)] } else { vec![] };
-            s.persist_event(&NewEvent {
+            s.persist_events(&[NewEvent {
                 new_state_group: Some(group),
                 membership: Some("join"),
                 prev_events: &prev,
                 txn: Some(TxnKey { user_id: "@a:x", device_id: "D", scope: "send", txn_id: &txn_id }),
                 ..plain(&event)
-            })
+            }])
             .await
             .unwrap();
         }
         let message = stored(4, "$4", "!r:x", None, 3);
-        s.persist_event(&NewEvent {
+        s.persist_events(&[NewEvent {
             relation: Some(("$3", "m.thread")),
             search: Some(("content.body", "hello searchable world")),
             prev_events: &["$3".to_owned()],
             ..plain(&message)
-        })
+        }])
         .await
         .unwrap();
 
@@ -351,7 +351,7 @@ async fn events_state_groups_and_pagination() {
 
         // A redaction rewrites the target and drops it from the search index.
         let redaction = stored(5, "$5", "!r:x", None, 3);
-        s.persist_event(&NewEvent { redaction: Some(("$4", "{\"redacted\":true}")), ..plain(&redaction) })
+        s.persist_events(&[NewEvent { redaction: Some(("$4", "{\"redacted\":true}")), ..plain(&redaction) }])
             .await
             .unwrap();
         let target = s.get_event("$4").await.unwrap().unwrap();
@@ -399,14 +399,14 @@ async fn push_actions_counts_per_thread_after_receipts() {
         let main = |n: i64, h: i64| ("main".to_owned(), n, h);
         // Bob's membership (a redaction finds the rows to delete through the room's members).
         let join = stored(100, "$join", "!p:x", Some("@b:x"), 0);
-        s.persist_event(&NewEvent { membership: Some("join"), ..plain(&join) }).await.unwrap();
+        s.persist_events(&[NewEvent { membership: Some("join"), ..plain(&join) }]).await.unwrap();
         let e1 = stored(1, "$1", "!p:x", None, 0);
-        s.persist_event(&NewEvent { push_actions: &[row(false, "main")], ..plain(&e1) }).await.unwrap();
+        s.persist_events(&[NewEvent { push_actions: &[row(false, "main")], ..plain(&e1) }]).await.unwrap();
         let e2 = stored(2, "$2", "!p:x", None, 0);
-        s.persist_event(&NewEvent { push_actions: &[row(true, "main")], ..plain(&e2) }).await.unwrap();
+        s.persist_events(&[NewEvent { push_actions: &[row(true, "main")], ..plain(&e2) }]).await.unwrap();
         let e3 = stored(3, "$3", "!p:x", None, 0);
         let in_thread = [row(false, "$1")];
-        s.persist_event(&NewEvent { push_actions: &in_thread, relation: Some(("$1", "m.thread")), ..plain(&e3) })
+        s.persist_events(&[NewEvent { push_actions: &in_thread, relation: Some(("$1", "m.thread")), ..plain(&e3) }])
             .await
             .unwrap();
         assert_eq!(counts(10).await, vec![("$1".to_owned(), 1, 0), main(2, 1)], "{}", s.engine());
@@ -422,11 +422,11 @@ async fn push_actions_counts_per_thread_after_receipts() {
 
         // The user's own event reads their notifications before it in its thread.
         let e4 = stored(4, "$4", "!p:x", None, 0);
-        s.persist_event(&NewEvent { push_actions: &[row(false, "main")], ..plain(&e4) }).await.unwrap();
+        s.persist_events(&[NewEvent { push_actions: &[row(false, "main")], ..plain(&e4) }]).await.unwrap();
         assert_eq!(counts(10).await, vec![main(1, 0)]);
         let mut e5 = stored(5, "$5", "!p:x", None, 0);
         e5.sender = "@b:x".into();
-        s.persist_event(&plain(&e5)).await.unwrap();
+        s.persist_events(&[plain(&e5)]).await.unwrap();
         assert_eq!(counts(10).await, vec![]);
 
         let all = s.notifications("@b:x", i64::MAX, false, 10).await.unwrap();
@@ -442,22 +442,22 @@ async fn push_actions_counts_per_thread_after_receipts() {
 
         // A redaction drops its target's notifications.
         let e6 = stored(6, "$6", "!p:x", None, 0);
-        s.persist_event(&NewEvent { redaction: Some(("$2", "{}")), ..plain(&e6) }).await.unwrap();
+        s.persist_events(&[NewEvent { redaction: Some(("$2", "{}")), ..plain(&e6) }]).await.unwrap();
         assert!(s.notifications("@b:x", i64::MAX, true, 10).await.unwrap().is_empty());
 
         // The user's own reply in a thread reads that thread only.
         let e7 = stored(7, "$7", "!p:x", None, 0);
         let rows = [row(false, "$1"), row(false, "main")];
-        s.persist_event(&NewEvent { push_actions: &rows[..1], relation: Some(("$1", "m.thread")), ..plain(&e7) })
+        s.persist_events(&[NewEvent { push_actions: &rows[..1], relation: Some(("$1", "m.thread")), ..plain(&e7) }])
             .await
             .unwrap();
         let e8 = stored(8, "$8", "!p:x", None, 0);
-        s.persist_event(&NewEvent { push_actions: &rows[1..], ..plain(&e8) }).await.unwrap();
+        s.persist_events(&[NewEvent { push_actions: &rows[1..], ..plain(&e8) }]).await.unwrap();
         assert_eq!(counts(10).await, vec![("$1".to_owned(), 1, 0), main(1, 0)]);
         let mut e9 = stored(9, "$9", "!p:x", None, 0);
         e9.sender = "@b:x".into();
         e9.json = r#"{"content":{"m.relates_to":{"rel_type":"m.thread","event_id":"$1"}}}"#.into();
-        s.persist_event(&NewEvent { relation: Some(("$1", "m.thread")), ..plain(&e9) }).await.unwrap();
+        s.persist_events(&[NewEvent { relation: Some(("$1", "m.thread")), ..plain(&e9) }]).await.unwrap();
         assert_eq!(counts(10).await, vec![main(1, 0)], "{}", s.engine());
         f.finish().await;
     }

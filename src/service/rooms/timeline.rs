@@ -482,23 +482,20 @@ impl Timeline {
                     *slot = None;
                     writer.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let later: Vec<InFlight<'_>> = in_flight.drain(..).collect();
+                    let failed = flight.batch.len();
                     let mut redo: Vec<Request> = Vec::new();
-                    let failed_alone = flight.batch.len() == 1;
-                    for (request, prepared) in flight.batch {
+                    for (request, prepared) in flight.batch.into_iter().chain(later.into_iter().flat_map(|f| f.batch)) {
                         self.events.invalidate(&prepared.write.event.event_id).await;
-                        if failed_alone {
-                            let answer = self.failed(&request.origin(), stored_error(e)).await;
-                            let _ = request.reply.send(answer);
-                            break;
-                        }
-                        alone += 1;
                         redo.push(request);
                     }
-                    for flight in later {
-                        for (request, prepared) in flight.batch {
-                            self.events.invalidate(&prepared.write.event.event_id).await;
-                            redo.push(request);
-                        }
+                    if failed == 1 {
+                        // A batch of one failed for its own reason: that is its answer.
+                        let request = redo.remove(0);
+                        let answer = self.failed(&request.origin(), stored_error(e)).await;
+                        let _ = request.reply.send(answer);
+                    } else {
+                        // A larger one is redone one by one, so each request gets its own.
+                        alone += failed;
                     }
                     for request in redo.into_iter().rev() {
                         queue.push_front(request);
