@@ -27,7 +27,13 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { read: pool.clone(), write: pool })
+        let store = Self { read: pool.clone(), write: pool };
+        store
+            .move_legacy_txns(
+                "SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'event_txns'",
+            )
+            .await?;
+        Ok(store)
     }
 }
 

@@ -118,6 +118,23 @@ pub struct TxnKey<'a> {
     pub txn_id: &'a str,
 }
 
+impl TxnKey<'_> {
+    /// What the store keys a transaction by: the first 16 bytes of the SHA-256
+    /// of its four parts, each length-prefixed (so no two keys share a digest
+    /// input). Stored instead of the strings, whose path alone names the room.
+    pub fn digest(&self) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [self.user_id, self.device_id, self.scope, self.txn_id] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&hash.finalize()[..16]);
+        key
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RelationRow {
     pub relates_to: String,

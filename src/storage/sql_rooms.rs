@@ -200,13 +200,17 @@ macro_rules! impl_room_sql {
                         .bind(&new.event.redacted_by)
                         .bind(&new.event.json)
                 );
-                let edges: Vec<(&str, &str)> = batch
+                let edges: Vec<(i64, &str)> = batch
                     .iter()
-                    .flat_map(|new| new.prev_events.iter().map(move |prev| (new.event.event_id.as_str(), prev.as_str())))
+                    .flat_map(|new| new.prev_events.iter().map(move |prev| (new.event.stream_ordering, prev.as_str())))
                     .collect();
-                insert_rows!(tx, "INSERT INTO event_edges (event_id, prev_event_id)", &edges, 2, |query, (event_id, prev)| {
-                    query.bind(*event_id).bind(*prev)
-                });
+                insert_rows!(
+                    tx,
+                    "INSERT INTO event_prev_events (stream_ordering, prev_event_id)",
+                    &edges,
+                    2,
+                    |query, (stream_ordering, prev)| query.bind(*stream_ordering).bind(*prev)
+                );
                 for (room_id, extremities) in $crate::storage::sql_rooms::extremity_changes(batch) {
                     // The usual case, one event replacing the room's only extremity, is one update.
                     let replaced = match (extremities.removed.as_slice(), extremities.added.as_slice()) {
@@ -275,20 +279,21 @@ macro_rules! impl_room_sql {
                         .await?;
                     }
                 }
-                let txns: Vec<(&$crate::storage::TxnKey<'_>, &str)> =
-                    batch.iter().filter_map(|new| Some((new.txn.as_ref()?, new.event.event_id.as_str()))).collect();
+                let txns: Vec<(i64, [u8; 16], &$crate::storage::TxnKey<'_>)> = batch
+                    .iter()
+                    .filter_map(|new| new.txn.as_ref().map(|key| (new.event.stream_ordering, key.digest(), key)))
+                    .collect();
                 let stored = insert_rows!(
                     tx,
-                    "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id)",
-                    " ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
+                    "INSERT INTO client_txns (stream_ordering, txn_key, device_id, txn_id)",
+                    " ON CONFLICT (txn_key) DO NOTHING",
                     &txns,
-                    5,
-                    |query, (key, event_id)| query
-                        .bind(key.user_id)
+                    4,
+                    |query, (stream_ordering, digest, key)| query
+                        .bind(*stream_ordering)
+                        .bind(digest.as_slice())
                         .bind(key.device_id)
-                        .bind(key.scope)
                         .bind(key.txn_id)
-                        .bind(*event_id)
                 );
                 if stored != txns.len() as u64 {
                     // A transaction id used before: dropping the transaction rolls the batch back.
@@ -607,13 +612,10 @@ macro_rules! impl_room_sql {
 
             async fn txn_event_id(&self, key: &$crate::storage::TxnKey<'_>) -> $crate::storage::Result<Option<String>> {
                 Ok(sqlx::query_scalar(
-                    "SELECT event_id FROM event_txns
-                     WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
+                    "SELECT e.event_id FROM client_txns t JOIN events e ON e.stream_ordering = t.stream_ordering
+                     WHERE t.txn_key = $1",
                 )
-                .bind(key.user_id)
-                .bind(key.device_id)
-                .bind(key.scope)
-                .bind(key.txn_id)
+                .bind(key.digest().as_slice())
                 .fetch_optional(&self.read)
                 .await?)
             }
@@ -627,22 +629,16 @@ macro_rules! impl_room_sql {
                 if event_ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                // Looked up by event id alone: with the user and device in the
-                // WHERE clause the planner walks every transaction of the device.
                 let sql = format!(
-                    "SELECT event_id, txn_id, user_id, device_id FROM event_txns WHERE event_id IN ({})",
-                    $crate::storage::sql_rooms::placeholders(1, event_ids.len())
+                    "SELECT e.event_id, t.txn_id FROM events e JOIN client_txns t ON t.stream_ordering = e.stream_ordering
+                     WHERE e.event_id IN ({}) AND e.sender = $1 AND t.device_id = $2",
+                    $crate::storage::sql_rooms::placeholders(3, event_ids.len())
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(device_id);
                 for id in event_ids {
                     query = query.bind(id);
                 }
-                let rows: Vec<(String, String, String, String)> = query.fetch_all(&self.read).await?;
-                Ok(rows
-                    .into_iter()
-                    .filter(|(_, _, user, device)| user == user_id && device == device_id)
-                    .map(|(event_id, txn_id, _, _)| (event_id, txn_id))
-                    .collect())
+                Ok(query.fetch_all(&self.read).await?)
             }
 
             async fn relations(
@@ -856,6 +852,50 @@ macro_rules! impl_room_sql {
                     .bind(room_id)
                     .fetch_all(&self.read)
                     .await?)
+            }
+        }
+
+        impl $store {
+            /// Moves the client transactions of a database from before migration
+            /// 0011 into `client_txns` (their digest is computed here) and drops
+            /// the old table, all in one transaction. `exists_sql` counts the
+            /// tables named event_txns. Read at once: done once per database.
+            pub(super) async fn move_legacy_txns(&self, exists_sql: &str) -> $crate::storage::Result<()> {
+                use $crate::storage::sql_rooms::insert_rows;
+                let mut tx = self.write.begin().await?;
+                let exists: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(exists_sql)).fetch_one(&mut *tx).await?;
+                if exists == 0 {
+                    return Ok(());
+                }
+                let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+                    "SELECT t.user_id, t.device_id, t.scope, t.txn_id, e.stream_ordering
+                     FROM event_txns t JOIN events e ON e.event_id = t.event_id",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let moved: Vec<(i64, [u8; 16], &str, &str)> = rows
+                    .iter()
+                    .map(|(user_id, device_id, scope, txn_id, stream_ordering)| {
+                        let key = $crate::storage::TxnKey { user_id, device_id, scope, txn_id };
+                        (*stream_ordering, key.digest(), device_id.as_str(), txn_id.as_str())
+                    })
+                    .collect();
+                insert_rows!(
+                    tx,
+                    "INSERT INTO client_txns (stream_ordering, txn_key, device_id, txn_id)",
+                    " ON CONFLICT DO NOTHING",
+                    &moved,
+                    4,
+                    |query, (stream_ordering, digest, device_id, txn_id)| query
+                        .bind(*stream_ordering)
+                        .bind(digest.as_slice())
+                        .bind(*device_id)
+                        .bind(*txn_id)
+                );
+                sqlx::query("DROP TABLE event_txns").execute(&mut *tx).await?;
+                tx.commit().await?;
+                tracing::info!(transactions = moved.len(), "client transaction ids moved to client_txns");
+                Ok(())
             }
         }
     };

@@ -58,7 +58,11 @@ impl SqliteStore {
             .max_connections(max_connections.clamp(1, 2 * cores))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { read, write, checkpointer, wal, _stop_checkpoints: stop.drop_guard() })
+        let store = Self { read, write, checkpointer, wal, _stop_checkpoints: stop.drop_guard() };
+        store
+            .move_legacy_txns("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_txns'")
+            .await?;
+        Ok(store)
     }
 
     /// After events are written: once the WAL is long, starts it over (see

@@ -29,19 +29,26 @@ pub(super) async fn fixtures() -> Vec<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let mut all = vec![Fixture { storage: open(&url, 4).await.unwrap(), _dir: Some(dir), pg_cleanup: None }];
-    if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
-        let server = server.trim_end_matches('/').to_owned();
-        let admin_url = format!("{server}/postgres");
-        let name = format!("kith_unit_{}", crate::service::secrets::random_id(12).to_lowercase());
-        let pool = sqlx::PgPool::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&pool).await.unwrap();
-        pool.close().await;
-        let storage = open(&format!("{server}/{name}"), 4).await.unwrap();
-        all.push(Fixture { storage, _dir: None, pg_cleanup: Some((admin_url, name)) });
+    if let Some((url, cleanup)) = fresh_pg_database().await {
+        let storage = open(&url, 4).await.unwrap();
+        all.push(Fixture { storage, _dir: None, pg_cleanup: Some(cleanup) });
     }
     all
+}
+
+/// A new PostgreSQL database when `TEST_DATABASE_URL` names a server: its URL,
+/// and the admin URL and name to drop it by.
+async fn fresh_pg_database() -> Option<(String, (String, String))> {
+    let server = std::env::var("TEST_DATABASE_URL").ok()?;
+    let server = server.trim_end_matches('/').to_owned();
+    let admin_url = format!("{server}/postgres");
+    let name = format!("kith_unit_{}", crate::service::secrets::random_id(12).to_lowercase());
+    let pool = sqlx::PgPool::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&pool).await.unwrap();
+    pool.close().await;
+    Some((format!("{server}/{name}"), (admin_url, name)))
 }
 
 fn user(user_id: &str) -> NewUser<'_> {
@@ -490,5 +497,66 @@ async fn pushers_replace_append_and_delete() {
         assert!(s.delete_pusher("@c:x", "app", "key").await.unwrap());
         assert!(!s.delete_pusher("@c:x", "app", "key").await.unwrap());
         f.finish().await;
+    }
+}
+
+/// A database from before migration 0011 keeps its client transaction ids:
+/// they move to `client_txns` when it is opened, and the old table goes.
+#[tokio::test]
+async fn client_transactions_of_an_older_database_move_when_it_opens() {
+    const LEGACY_TABLE: &str = "CREATE TABLE event_txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL,
+        scope TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, scope, txn_id))";
+    const LEGACY_ROW: &str = "INSERT INTO event_txns VALUES ('@a:x', 'D', 'send/!r:x/m.room.message', 't1', '$1')";
+    // An event; the caller adds the old table with a transaction of it.
+    async fn seed(storage: &dyn Storage) {
+        let room =
+            RoomRecord { room_id: "!r:x".into(), room_version: "10".into(), creator: "@a:x".into(), is_public: false };
+        storage.create_room(&room, 1).await.unwrap();
+        storage.persist_events(&[plain(&stored(1, "$1", "!r:x", None, 0))]).await.unwrap();
+    }
+    async fn check(storage: &dyn Storage) {
+        let key = TxnKey { user_id: "@a:x", device_id: "D", scope: "send/!r:x/m.room.message", txn_id: "t1" };
+        assert_eq!(storage.txn_event_id(&key).await.unwrap().as_deref(), Some("$1"), "{}", storage.engine());
+        assert_eq!(
+            storage.txn_ids_of_events("@a:x", "D", &["$1".to_owned()]).await.unwrap(),
+            vec![("$1".to_owned(), "t1".to_owned())]
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let old = sqlite::SqliteStore::open(&url, 2).await.unwrap();
+    seed(&old).await;
+    for sql in [LEGACY_TABLE, LEGACY_ROW] {
+        sqlx::query(sql).execute(&old.write).await.unwrap();
+    }
+    old.close().await;
+    drop(old);
+    let reopened = sqlite::SqliteStore::open(&url, 2).await.unwrap();
+    check(&reopened).await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'event_txns'")
+        .fetch_one(&reopened.read)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the old table is dropped");
+
+    if let Some((url, (admin_url, name))) = fresh_pg_database().await {
+        let old = postgres::PgStore::open(&url, 2).await.unwrap();
+        seed(&old).await;
+        for sql in [LEGACY_TABLE, LEGACY_ROW] {
+            sqlx::query(sql).execute(&old.write).await.unwrap();
+        }
+        old.close().await;
+        let reopened = postgres::PgStore::open(&url, 2).await.unwrap();
+        check(&reopened).await;
+        let left: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('event_txns')::text").fetch_one(&reopened.read).await.unwrap();
+        assert_eq!(left, None, "the old table is dropped");
+        reopened.close().await;
+        let pool = sqlx::PgPool::connect(&admin_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
 }
