@@ -158,7 +158,7 @@ macro_rules! impl_room_sql {
                 &self,
                 batch: &[$crate::storage::NewEvent<'_>],
             ) -> $crate::storage::Result<()> {
-                use $crate::storage::sql_rooms::{insert_rows, pow2_chunks};
+                use $crate::storage::sql_rooms::{insert_rows, pow2_chunks, values_sql};
                 // One transaction for the whole batch: all of it is stored, or none.
                 // Rows of the same table go in one multi-row INSERT: on SQLite each
                 // statement is a round trip to the connection's worker thread.
@@ -211,43 +211,53 @@ macro_rules! impl_room_sql {
                     2,
                     |query, (stream_ordering, prev)| query.bind(*stream_ordering).bind(*prev)
                 );
-                for (room_id, extremities) in $crate::storage::sql_rooms::extremity_changes(batch) {
-                    // The usual case, one event replacing the room's only extremity, is one update.
-                    let replaced = match (extremities.removed.as_slice(), extremities.added.as_slice()) {
-                        ([old], [new]) => sqlx::query(
-                            "UPDATE forward_extremities SET event_id = $3 WHERE room_id = $1 AND event_id = $2",
-                        )
-                        .bind(room_id)
-                        .bind(*old)
-                        .bind(*new)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                            == 1,
-                        _ => false,
-                    };
-                    if replaced {
-                        continue;
-                    }
-                    for chunk in pow2_chunks(&extremities.removed, 1) {
-                        let sql = format!(
-                            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id IN ({})",
-                            $crate::storage::sql_rooms::placeholders(2, chunk.len())
-                        );
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id);
-                        for id in chunk {
-                            query = query.bind(*id);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                    insert_rows!(
-                        tx,
-                        "INSERT INTO forward_extremities (room_id, event_id)",
-                        &extremities.added,
-                        2,
-                        |query, id| query.bind(room_id).bind(*id)
+                // Forward extremities, in a few statements whatever the number of
+                // rooms (each is a round trip). The usual change, one event replacing
+                // its room's only extremity, is an UPDATE: on PostgreSQL it stays on
+                // its page (see migration 0012).
+                let (swaps, mut others): (Vec<_>, Vec<_>) = $crate::storage::sql_rooms::extremity_changes(batch)
+                    .into_iter()
+                    .partition(|(_, change)| change.removed.len() == 1 && change.added.len() == 1);
+                let swaps: Vec<(&str, &str, &str)> =
+                    swaps.iter().map(|(room, change)| (*room, change.removed[0], change.added[0])).collect();
+                let mut swapped = 0;
+                for chunk in pow2_chunks(&swaps, 3) {
+                    let sql = format!(
+                        "UPDATE forward_extremities SET event_id = v.column3 FROM (VALUES {}) AS v
+                         WHERE forward_extremities.room_id = v.column1 AND forward_extremities.event_id = v.column2",
+                        values_sql(chunk.len(), 3)
                     );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (room, old, new) in chunk {
+                        query = query.bind(*room).bind(*old).bind(*new);
+                    }
+                    swapped += query.execute(&mut *tx).await?.rows_affected();
                 }
+                if swapped != swaps.len() as u64 {
+                    // Some room's stored extremity was not the one replaced: all of
+                    // them the general way, clearing what the update may have set.
+                    others.extend(swaps.iter().map(|(room, old, new)| {
+                        (*room, $crate::storage::sql_rooms::ExtremityChange { removed: vec![*old, *new], added: vec![*new] })
+                    }));
+                }
+                let removed: Vec<(&str, &str)> =
+                    others.iter().flat_map(|(room, change)| change.removed.iter().map(move |id| (*room, *id))).collect();
+                for chunk in pow2_chunks(&removed, 2) {
+                    let sql = format!(
+                        "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES {})",
+                        values_sql(chunk.len(), 2)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (room, id) in chunk {
+                        query = query.bind(*room).bind(*id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                let added: Vec<(&str, &str)> =
+                    others.iter().flat_map(|(room, change)| change.added.iter().map(move |id| (*room, *id))).collect();
+                insert_rows!(tx, "INSERT INTO forward_extremities (room_id, event_id)", &added, 2, |query, (room, id)| {
+                    query.bind(*room).bind(*id)
+                });
                 // Current state and memberships, in order: a later event of the batch wins.
                 for new in batch {
                     let e = new.event;

@@ -560,3 +560,40 @@ async fn client_transactions_of_an_older_database_move_when_it_opens() {
             .unwrap();
     }
 }
+
+/// Extremities of several rooms change in one batch; where an event's prev
+/// event is not the room's stored extremity, the old one stays beside it.
+#[tokio::test]
+async fn a_batch_updates_the_extremities_of_each_room() {
+    for f in fixtures().await {
+        let s = &f.storage;
+        for room_id in ["!a:x", "!b:x"] {
+            let room = RoomRecord {
+                room_id: room_id.into(),
+                room_version: "10".into(),
+                creator: "@a:x".into(),
+                is_public: false,
+            };
+            s.create_room(&room, 1).await.unwrap();
+        }
+        let (a1, b1) = (stored(1, "$a1", "!a:x", None, 0), stored(2, "$b1", "!b:x", None, 0));
+        s.persist_events(&[plain(&a1), plain(&b1)]).await.unwrap();
+        // $a2 follows the stored extremity $a1; $b2 names $gone, which is not $b1.
+        let (a2, b2) = (stored(3, "$a2", "!a:x", None, 0), stored(4, "$b2", "!b:x", None, 0));
+        let (after_a1, after_gone) = (["$a1".to_owned()], ["$gone".to_owned()]);
+        s.persist_events(&[
+            NewEvent { prev_events: &after_a1, ..plain(&a2) },
+            NewEvent { prev_events: &after_gone, ..plain(&b2) },
+        ])
+        .await
+        .unwrap();
+        let ids = |extremities: Vec<Extremity>| {
+            let mut ids: Vec<String> = extremities.into_iter().map(|e| e.event_id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(s.forward_extremities("!a:x").await.unwrap()), vec!["$a2"], "{}", s.engine());
+        assert_eq!(ids(s.forward_extremities("!b:x").await.unwrap()), vec!["$b1", "$b2"], "{}", s.engine());
+        f.finish().await;
+    }
+}
