@@ -74,19 +74,27 @@ impl PgStore {
     ) -> Result<()> {
         let values: Vec<String> = (0..rows.len())
             .map(|i| {
-                let p = i * 5;
-                format!("(${}, ${}, ${}, ${}, to_tsvector('simple', ${}))", p + 1, p + 2, p + 3, p + 4, p + 5)
+                let p = i * 3;
+                format!("(${}, ${}, to_tsvector('simple', ${}))", p + 1, p + 2, p + 3)
             })
             .collect();
-        let sql = format!(
-            "INSERT INTO event_search (event_id, room_id, key, stream_ordering, vector) VALUES {}",
-            values.join(", ")
-        );
+        let sql = format!("INSERT INTO event_search (stream_ordering, key, vector) VALUES {}", values.join(", "));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (event, key, text) in rows {
-            query = query.bind(&event.event_id).bind(&event.room_id).bind(*key).bind(event.stream_ordering).bind(*text);
+            query = query.bind(event.stream_ordering).bind(*key).bind(*text);
         }
         query.execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Removes a (redacted) event's text from the index, inside the redaction's transaction.
+    async fn unindex_search(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, event_id: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM event_search WHERE stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
+        )
+        .bind(event_id)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 }
@@ -105,20 +113,20 @@ impl SearchStore for PgStore {
         if rooms.is_empty() || term.trim().is_empty() || keys.is_empty() {
             return Ok((Vec::new(), 0));
         }
-        let filter = "s.vector @@ plainto_tsquery('simple', $1) AND s.room_id = ANY($2) AND s.key = ANY($3)";
-        let count: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM event_search s WHERE {filter}")))
-                .bind(term)
-                .bind(rooms)
-                .bind(keys)
-                .fetch_one(&self.read)
-                .await?;
+        let filter = "s.vector @@ plainto_tsquery('simple', $1) AND e.room_id = ANY($2) AND s.key = ANY($3)";
+        let from = "event_search s JOIN events e ON e.stream_ordering = s.stream_ordering";
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {from} WHERE {filter}")))
+            .bind(term)
+            .bind(rooms)
+            .bind(keys)
+            .fetch_one(&self.read)
+            .await?;
         let rank = "ts_rank(s.vector, plainto_tsquery('simple', $1))::float8";
         let order =
             if recent { "s.stream_ordering DESC".to_owned() } else { format!("{rank} DESC, s.stream_ordering DESC") };
         let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{}", c.trim())).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT {columns}, {rank} AS rank FROM event_search s JOIN events e ON e.event_id = s.event_id
+            "SELECT {columns}, {rank} AS rank FROM {from}
              WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
         );
         let hits: Vec<SearchHit> = sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -351,7 +351,7 @@ macro_rules! impl_room_sql {
                 for new in batch {
                     let Some((target, redacted_json)) = new.redaction else { continue };
                     let e = new.event;
-                    sqlx::query("DELETE FROM event_search WHERE event_id = $1").bind(target).execute(&mut *tx).await?;
+                    Self::unindex_search(&mut tx, target).await?;
                     sqlx::query(
                         "DELETE FROM event_push_actions
                          WHERE user_id IN (SELECT user_id FROM memberships WHERE room_id = $2) AND room_id = $2

@@ -181,14 +181,23 @@ impl SqliteStore {
         rows: &[(&StoredEvent, &str, &str)],
     ) -> Result<()> {
         let sql = format!(
-            "INSERT INTO event_search (content, event_id, room_id, key, stream_ordering) VALUES {}",
-            super::sql_rooms::values_sql(rows.len(), 5)
+            "INSERT INTO event_search (rowid, content, key) VALUES {}",
+            super::sql_rooms::values_sql(rows.len(), 3)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (event, key, text) in rows {
-            query = query.bind(*text).bind(&event.event_id).bind(&event.room_id).bind(*key).bind(event.stream_ordering);
+            query = query.bind(event.stream_ordering).bind(*text).bind(*key);
         }
         query.execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Removes a (redacted) event's text from the index, inside the redaction's transaction.
+    async fn unindex_search(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, event_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM event_search WHERE rowid = (SELECT stream_ordering FROM events WHERE event_id = $1)")
+            .bind(event_id)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -216,21 +225,21 @@ impl SearchStore for SqliteStore {
         }
         let room_list = placeholders(2, rooms.len());
         let key_list = placeholders(2 + rooms.len(), keys.len());
-        let filter = format!("event_search MATCH $1 AND room_id IN ({room_list}) AND key IN ({key_list})");
-        let count_sql = format!("SELECT COUNT(*) FROM event_search WHERE {filter}");
+        let filter = format!("event_search MATCH $1 AND e.room_id IN ({room_list}) AND s.key IN ({key_list})");
+        let from = "event_search s JOIN events e ON e.stream_ordering = s.rowid";
+        let count_sql = format!("SELECT COUNT(*) FROM {from} WHERE {filter}");
         let mut count_query = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql)).bind(&query);
         for value in rooms.iter().chain(keys) {
             count_query = count_query.bind(value);
         }
         let count: i64 = count_query.fetch_one(&self.read).await?;
         // bm25() is lower for better matches; it is negated into a rank.
-        let order = if recent { "s.stream_ordering DESC" } else { "bm25(event_search) ASC, s.stream_ordering DESC" };
+        let order = if recent { "s.rowid DESC" } else { "bm25(event_search) ASC, s.rowid DESC" };
         let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{}", c.trim())).collect::<Vec<_>>().join(", ");
         let next = 2 + rooms.len() + keys.len();
         let sql = format!(
-            "SELECT {columns}, -bm25(event_search) AS rank FROM event_search s JOIN events e ON e.event_id = s.event_id
-             WHERE {} ORDER BY {order} LIMIT ${} OFFSET ${}",
-            filter.replace("room_id IN", "s.room_id IN").replace("key IN", "s.key IN"),
+            "SELECT {columns}, -bm25(event_search) AS rank FROM {from}
+             WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
             next,
             next + 1
         );

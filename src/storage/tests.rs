@@ -353,6 +353,14 @@ async fn events_state_groups_and_pagination() {
         let keys = vec!["content.body".to_owned()];
         let (hits, count) = s.search_events(&rooms, "searchable", &keys, false, 0, 10).await.unwrap();
         assert_eq!((count, hits[0].event.event_id.as_str()), (1, "$4"), "{}", s.engine());
+        let elsewhere = vec!["!other:x".to_owned()];
+        assert_eq!(
+            s.search_events(&elsewhere, "searchable", &keys, false, 0, 10).await.unwrap().1,
+            0,
+            "other rooms only"
+        );
+        let names = vec!["content.name".to_owned()];
+        assert_eq!(s.search_events(&rooms, "searchable", &names, false, 0, 10).await.unwrap().1, 0, "other keys only");
         let (hits, _) = s.search_events(&rooms, "\"quoted OR -weird\"", &keys, true, 0, 10).await.unwrap();
         assert!(hits.is_empty(), "operators in user input are plain words");
 
