@@ -217,11 +217,6 @@ pub trait Storage:
     fn concurrent_writers(&self) -> usize {
         1
     }
-    /// Whether the task that commits batches of events should run on a thread
-    /// of its own rather than on the request-serving runtime (see `sqlite.rs`).
-    fn commits_on_own_thread(&self) -> bool {
-        false
-    }
     async fn close(&self);
 }
 

@@ -74,7 +74,9 @@ impl SqliteStore {
         if self.wal.frames.load(Ordering::Relaxed) < RESTART_WAL_FRAMES {
             return;
         }
-        let _checkpointing = self.wal.lock.lock().await;
+        // A background checkpoint under way (with its fsync) is not waited for:
+        // a later transaction's turn will come.
+        let Ok(_checkpointing) = self.wal.lock.try_lock() else { return };
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&self.write).await {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
@@ -149,14 +151,6 @@ impl_push_sql!(SqliteStore);
 impl Storage for SqliteStore {
     fn engine(&self) -> &'static str {
         "sqlite"
-    }
-
-    /// Each statement is a hand-off to the connection's worker thread and back:
-    /// a committer that, between two of them, waits for a turn on a runtime busy
-    /// serving requests makes every transaction (and the writes queued behind
-    /// it) longer.
-    fn commits_on_own_thread(&self) -> bool {
-        true
     }
 
     fn pool_stats(&self) -> PoolStats {

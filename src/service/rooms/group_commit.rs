@@ -72,24 +72,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writing tasks, on threads of their own where the store asks
-    /// for it (they end when the last `GroupCommit` is dropped).
+    /// Starts the writing tasks (they end when the last `GroupCommit` is dropped).
     pub fn start(storage: Arc<dyn Storage>) -> Self {
         let shards = (0..storage.concurrent_writers().max(1))
             .map(|_| {
                 let (jobs, queue) = mpsc::unbounded_channel();
-                let storage = storage.clone();
-                if storage.commits_on_own_thread() {
-                    std::thread::Builder::new()
-                        .name("kith-commit".into())
-                        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                            Ok(runtime) => runtime.block_on(run(storage, queue)),
-                            Err(e) => tracing::error!(error = %e, "the commit thread has no runtime"),
-                        })
-                        .expect("spawn the commit thread");
-                } else {
-                    tokio::spawn(run(storage, queue));
-                }
+                tokio::spawn(run(storage.clone(), queue));
                 jobs
             })
             .collect();
