@@ -82,12 +82,14 @@ pub(super) fn extremity_changes<'a>(batch: &'a [super::NewEvent<'a>]) -> Vec<(&'
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, depth, \
      origin_server_ts, state_group, replaces_state, redacted_by, json";
 
-/// `INSERT ... VALUES (...), (...) [tail]` of `rows` in a transaction, in
-/// chunks of power-of-two lengths (see `pow2_chunks`), each row bound by the
-/// closure-like last argument; evaluates to the rows affected.
-macro_rules! insert_rows {
+/// A statement over a VALUES list of `rows` in a transaction: `head VALUES
+/// (...), (...) tail` (an INSERT, or an UPDATE / DELETE whose head opens a
+/// subquery that the tail closes), in chunks of power-of-two lengths (see
+/// `pow2_chunks`), each row bound by the closure-like last argument; evaluates
+/// to the rows affected.
+macro_rules! execute_values {
     ($tx:ident, $head:expr, $rows:expr, $columns:expr, |$query:ident, $row:pat_param| $bind:expr) => {
-        $crate::storage::sql_rooms::insert_rows!($tx, $head, "", $rows, $columns, |$query, $row| $bind)
+        $crate::storage::sql_rooms::execute_values!($tx, $head, "", $rows, $columns, |$query, $row| $bind)
     };
     ($tx:ident, $head:expr, $tail:expr, $rows:expr, $columns:expr, |$query:ident, $row:pat_param| $bind:expr) => {{
         let mut affected = 0u64;
@@ -103,7 +105,7 @@ macro_rules! insert_rows {
         affected
     }};
 }
-pub(crate) use insert_rows;
+pub(crate) use execute_values;
 
 macro_rules! impl_room_sql {
     ($store:ty) => {
@@ -158,7 +160,7 @@ macro_rules! impl_room_sql {
                 &self,
                 batch: &[$crate::storage::NewEvent<'_>],
             ) -> $crate::storage::Result<()> {
-                use $crate::storage::sql_rooms::{insert_rows, pow2_chunks, values_sql};
+                use $crate::storage::sql_rooms::{execute_values, pow2_chunks};
                 // One transaction for the whole batch: all of it is stored, or none.
                 // Rows of the same table go in one multi-row INSERT: on SQLite each
                 // statement is a round trip to the connection's worker thread.
@@ -173,7 +175,7 @@ macro_rules! impl_room_sql {
                         .bind(group.position)
                         .execute(&mut *tx)
                         .await?;
-                    insert_rows!(
+                    execute_values!(
                         tx,
                         "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id)",
                         &group.delta,
@@ -181,7 +183,7 @@ macro_rules! impl_room_sql {
                         |query, entry| query.bind(group.id).bind(&entry.event_type).bind(&entry.state_key).bind(&entry.event_id)
                     );
                 }
-                insert_rows!(
+                execute_values!(
                     tx,
                     format!("INSERT INTO events ({})", $crate::storage::sql_rooms::EVENT_COLUMNS),
                     batch,
@@ -204,7 +206,7 @@ macro_rules! impl_room_sql {
                     .iter()
                     .flat_map(|new| new.prev_events.iter().map(move |prev| (new.event.stream_ordering, prev.as_str())))
                     .collect();
-                insert_rows!(
+                execute_values!(
                     tx,
                     "INSERT INTO event_prev_events (stream_ordering, prev_event_id)",
                     &edges,
@@ -220,19 +222,14 @@ macro_rules! impl_room_sql {
                     .partition(|(_, change)| change.removed.len() == 1 && change.added.len() == 1);
                 let swaps: Vec<(&str, &str, &str)> =
                     swaps.iter().map(|(room, change)| (*room, change.removed[0], change.added[0])).collect();
-                let mut swapped = 0;
-                for chunk in pow2_chunks(&swaps, 3) {
-                    let sql = format!(
-                        "UPDATE forward_extremities SET event_id = v.column3 FROM (VALUES {}) AS v
-                         WHERE forward_extremities.room_id = v.column1 AND forward_extremities.event_id = v.column2",
-                        values_sql(chunk.len(), 3)
-                    );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (room, old, new) in chunk {
-                        query = query.bind(*room).bind(*old).bind(*new);
-                    }
-                    swapped += query.execute(&mut *tx).await?.rows_affected();
-                }
+                let swapped = execute_values!(
+                    tx,
+                    "UPDATE forward_extremities SET event_id = v.column3 FROM (",
+                    ") AS v WHERE forward_extremities.room_id = v.column1 AND forward_extremities.event_id = v.column2",
+                    &swaps,
+                    3,
+                    |query, (room, old, new)| query.bind(*room).bind(*old).bind(*new)
+                );
                 if swapped != swaps.len() as u64 {
                     // Some room's stored extremity was not the one replaced: all of
                     // them the general way, clearing what the update may have set.
@@ -242,20 +239,17 @@ macro_rules! impl_room_sql {
                 }
                 let removed: Vec<(&str, &str)> =
                     others.iter().flat_map(|(room, change)| change.removed.iter().map(move |id| (*room, *id))).collect();
-                for chunk in pow2_chunks(&removed, 2) {
-                    let sql = format!(
-                        "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES {})",
-                        values_sql(chunk.len(), 2)
-                    );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (room, id) in chunk {
-                        query = query.bind(*room).bind(*id);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
+                execute_values!(
+                    tx,
+                    "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (",
+                    ")",
+                    &removed,
+                    2,
+                    |query, (room, id)| query.bind(*room).bind(*id)
+                );
                 let added: Vec<(&str, &str)> =
                     others.iter().flat_map(|(room, change)| change.added.iter().map(move |id| (*room, *id))).collect();
-                insert_rows!(tx, "INSERT INTO forward_extremities (room_id, event_id)", &added, 2, |query, (room, id)| {
+                execute_values!(tx, "INSERT INTO forward_extremities (room_id, event_id)", &added, 2, |query, (room, id)| {
                     query.bind(*room).bind(*id)
                 });
                 // Current state and memberships, in order: a later event of the batch wins.
@@ -293,7 +287,7 @@ macro_rules! impl_room_sql {
                     .iter()
                     .filter_map(|new| new.txn.as_ref().map(|key| (new.event.stream_ordering, key.digest(), key)))
                     .collect();
-                let stored = insert_rows!(
+                let stored = execute_values!(
                     tx,
                     "INSERT INTO client_txns (stream_ordering, txn_key, device_id, txn_id)",
                     " ON CONFLICT (txn_key) DO NOTHING",
@@ -311,7 +305,7 @@ macro_rules! impl_room_sql {
                 }
                 let relations: Vec<(&$crate::storage::StoredEvent, (&str, &str))> =
                     batch.iter().filter_map(|new| Some((new.event, new.relation?))).collect();
-                insert_rows!(
+                execute_values!(
                     tx,
                     "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, event_type, sender,
                          stream_ordering)",
@@ -333,7 +327,7 @@ macro_rules! impl_room_sql {
                 }
                 let notifications: Vec<(&$crate::storage::StoredEvent, &$crate::storage::PushActionRow)> =
                     batch.iter().flat_map(|new| new.push_actions.iter().map(move |row| (new.event, row))).collect();
-                insert_rows!(
+                execute_values!(
                     tx,
                     "INSERT INTO event_push_actions (room_id, stream_ordering, ts, user_id, thread_id, highlight, actions)",
                     &notifications,
@@ -871,7 +865,7 @@ macro_rules! impl_room_sql {
             /// the old table, all in one transaction. `exists_sql` counts the
             /// tables named event_txns. Read at once: done once per database.
             pub(super) async fn move_legacy_txns(&self, exists_sql: &str) -> $crate::storage::Result<()> {
-                use $crate::storage::sql_rooms::insert_rows;
+                use $crate::storage::sql_rooms::execute_values;
                 let mut tx = self.write.begin().await?;
                 let exists: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(exists_sql)).fetch_one(&mut *tx).await?;
                 if exists == 0 {
@@ -890,7 +884,7 @@ macro_rules! impl_room_sql {
                         (*stream_ordering, key.digest(), device_id.as_str(), txn_id.as_str())
                     })
                     .collect();
-                insert_rows!(
+                execute_values!(
                     tx,
                     "INSERT INTO client_txns (stream_ordering, txn_key, device_id, txn_id)",
                     " ON CONFLICT DO NOTHING",

@@ -339,6 +339,9 @@ async fn events_state_groups_and_pagination() {
             s.txn_ids_of_events("@a:x", "D", &["$2".to_owned(), "$4".to_owned()]).await.unwrap(),
             vec![("$2".to_owned(), "t2".to_owned())]
         );
+        // Only the sending device sees its transaction ids.
+        assert!(s.txn_ids_of_events("@a:x", "E", &["$2".to_owned()]).await.unwrap().is_empty());
+        assert!(s.txn_ids_of_events("@b:x", "D", &["$2".to_owned()]).await.unwrap().is_empty());
 
         let back = s.room_events_page("!r:x", (i64::MAX, i64::MAX), Direction::Backward, 3).await.unwrap();
         assert_eq!(back.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["$4", "$3", "$2"]);
