@@ -331,10 +331,10 @@ macro_rules! impl_e2ee_sql {
             ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
                 let sql = format!(
                     "SELECT {} FROM events
-                     WHERE room_id IN (SELECT room_id FROM memberships WHERE user_id = $1)
-                       AND event_type = 'm.room.member' AND stream_ordering > $2 AND stream_ordering <= $3
+                     WHERE {} AND event_type = 'm.room.member' AND stream_ordering > $2 AND stream_ordering <= $3
                      ORDER BY stream_ordering",
-                    $crate::storage::sql_rooms::EVENT_COLUMNS
+                    $crate::storage::sql_rooms::EVENT_COLUMNS,
+                    Self::key_in("room_id", "room_id", "memberships WHERE user_id = $1")
                 );
                 Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(user_id)

@@ -10,14 +10,15 @@ const READ_POSITIONS: &str = "SELECT thread_id, MAX(pos) AS pos FROM (
          SELECT thread_id, stream_ordering AS pos FROM push_own_events WHERE user_id = $1 AND room_id = $2
      ) positions GROUP BY thread_id";
 
-pub(super) fn unread_counts_sql() -> String {
+/// `member` selects the rows of user `$1` in room `$2` (the engine's `key_eq`s).
+pub(super) fn unread_counts_sql(member: &str) -> String {
     // A row is unread when it is after both the unthreaded receipt and its own thread's receipt.
     format!(
         "SELECT a.thread_id, COUNT(*) AS notifications,
              SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END) AS highlights
          FROM event_push_actions a
          LEFT JOIN ({READ_POSITIONS}) t ON t.thread_id = a.thread_id
-         WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering <= $3
+         WHERE {member} AND a.stream_ordering <= $3
            AND a.stream_ordering > COALESCE(t.pos, 0)
            AND a.stream_ordering > COALESCE((SELECT u.pos FROM ({READ_POSITIONS}) u WHERE u.thread_id = ''), 0)
          GROUP BY a.thread_id"
@@ -38,7 +39,8 @@ macro_rules! impl_push_sql {
                 room_id: &str,
                 upto: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::ThreadCounts>> {
-                let sql = $crate::storage::sql_push::unread_counts_sql();
+                let member = format!("{} AND {}", Self::key_eq("a.user_id", "$1"), Self::key_eq("a.room_id", "$2"));
+                let sql = $crate::storage::sql_push::unread_counts_sql(&member);
                 Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(user_id)
                     .bind(room_id)
@@ -54,18 +56,20 @@ macro_rules! impl_push_sql {
                 only_highlight: bool,
                 limit: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::NotificationRow>> {
-                Ok(sqlx::query_as(
+                let sql = format!(
                     "SELECT a.room_id, a.stream_ordering, e.event_id, a.thread_id, a.highlight, a.actions, a.ts
                      FROM event_push_actions a JOIN events e ON e.stream_ordering = a.stream_ordering
-                     WHERE a.user_id = $1 AND a.stream_ordering < $2 AND (a.highlight OR NOT $3)
+                     WHERE {} AND a.stream_ordering < $2 AND (a.highlight OR NOT $3)
                      ORDER BY a.stream_ordering DESC LIMIT $4",
-                )
-                .bind(user_id)
-                .bind(before)
-                .bind(only_highlight)
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?)
+                    Self::key_eq("a.user_id", "$1")
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(user_id)
+                    .bind(before)
+                    .bind(only_highlight)
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?)
             }
 
             async fn read_positions(

@@ -346,11 +346,13 @@ macro_rules! impl_room_sql {
                     let Some((target, redacted_json)) = new.redaction else { continue };
                     let e = new.event;
                     Self::unindex_search(&mut tx, target).await?;
-                    sqlx::query(
+                    let sql = format!(
                         "DELETE FROM event_push_actions
-                         WHERE user_id IN (SELECT user_id FROM memberships WHERE room_id = $2) AND room_id = $2
-                             AND stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
-                    )
+                         WHERE {} AND {} AND stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)",
+                        Self::key_in("user_id", "user_id", "memberships WHERE room_id = $2"),
+                        Self::key_eq("room_id", "$2")
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(target)
                     .bind(&e.room_id)
                     .execute(&mut *tx)
@@ -417,18 +419,26 @@ macro_rules! impl_room_sql {
                     $crate::storage::Direction::Backward => ("<", "DESC"),
                     $crate::storage::Direction::Forward => (">=", "ASC"),
                 };
-                let sql = format!(
-                    "SELECT {} FROM events WHERE room_id = $1 AND (depth, stream_ordering) {comparison} ($2, $3)
-                     ORDER BY depth {order}, stream_ordering {order} LIMIT $4",
-                    $crate::storage::sql_rooms::EVENT_COLUMNS
-                );
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(room_id)
-                    .bind(from.0)
-                    .bind(from.1)
-                    .bind(limit)
-                    .fetch_all(&self.read)
-                    .await?)
+                let page = async |room: &str| -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                    let sql = format!(
+                        "SELECT {} FROM events WHERE {room} AND (depth, stream_ordering) {comparison} ($2, $3)
+                         ORDER BY depth {order}, stream_ordering {order} LIMIT $4",
+                        $crate::storage::sql_rooms::EVENT_COLUMNS
+                    );
+                    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(room_id)
+                        .bind(from.0)
+                        .bind(from.1)
+                        .bind(limit)
+                        .fetch_all(&self.read)
+                        .await?)
+                };
+                let [probe, exact] = Self::room_filters();
+                let events = page(&probe).await?;
+                if events.iter().all(|e| e.room_id == room_id) {
+                    return Ok(events);
+                }
+                page(&exact).await
             }
 
             async fn room_events_in_range(
@@ -438,18 +448,26 @@ macro_rules! impl_room_sql {
                 upto: i64,
                 limit: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
-                let sql = format!(
-                    "SELECT {} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
-                     ORDER BY stream_ordering DESC LIMIT $4",
-                    $crate::storage::sql_rooms::EVENT_COLUMNS
-                );
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(room_id)
-                    .bind(after)
-                    .bind(upto)
-                    .bind(limit)
-                    .fetch_all(&self.read)
-                    .await?)
+                let range = async |room: &str| -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                    let sql = format!(
+                        "SELECT {} FROM events WHERE {room} AND stream_ordering > $2 AND stream_ordering <= $3
+                         ORDER BY stream_ordering DESC LIMIT $4",
+                        $crate::storage::sql_rooms::EVENT_COLUMNS
+                    );
+                    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(room_id)
+                        .bind(after)
+                        .bind(upto)
+                        .bind(limit)
+                        .fetch_all(&self.read)
+                        .await?)
+                };
+                let [probe, exact] = Self::room_filters();
+                let events = range(&probe).await?;
+                if events.iter().all(|e| e.room_id == room_id) {
+                    return Ok(events);
+                }
+                range(&exact).await
             }
 
             async fn room_state_events_in_range(
@@ -459,9 +477,10 @@ macro_rules! impl_room_sql {
                 before: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
                 let sql = format!(
-                    "SELECT {} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering < $3
+                    "SELECT {} FROM events WHERE {} AND stream_ordering > $2 AND stream_ordering < $3
                        AND state_key IS NOT NULL ORDER BY stream_ordering",
-                    $crate::storage::sql_rooms::EVENT_COLUMNS
+                    $crate::storage::sql_rooms::EVENT_COLUMNS,
+                    Self::key_eq("room_id", "$1")
                 );
                 Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(room_id)
@@ -754,12 +773,20 @@ macro_rules! impl_room_sql {
                     $crate::storage::Direction::Backward => ("<=", "DESC"),
                     $crate::storage::Direction::Forward => (">=", "ASC"),
                 };
-                let sql = format!(
-                    "SELECT {} FROM events WHERE room_id = $1 AND origin_server_ts {comparison} $2
-                     ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
-                    $crate::storage::sql_rooms::EVENT_COLUMNS
-                );
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(ts).fetch_optional(&self.read).await?)
+                let nearest = async |room: &str| -> $crate::storage::Result<Option<$crate::storage::StoredEvent>> {
+                    let sql = format!(
+                        "SELECT {} FROM events WHERE {room} AND origin_server_ts {comparison} $2
+                         ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
+                        $crate::storage::sql_rooms::EVENT_COLUMNS
+                    );
+                    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(ts).fetch_optional(&self.read).await?)
+                };
+                let [probe, exact] = Self::room_filters();
+                let event = nearest(&probe).await?;
+                if event.as_ref().is_none_or(|e| e.room_id == room_id) {
+                    return Ok(event);
+                }
+                nearest(&exact).await
             }
 
             async fn put_receipt(&self, r: &$crate::storage::ReceiptRow) -> $crate::storage::Result<()> {

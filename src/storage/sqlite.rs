@@ -169,6 +169,22 @@ impl Storage for SqliteStore {
 }
 
 impl SqliteStore {
+    /// `column = param` (PostgreSQL's version adds the hashed key its indexes use).
+    fn key_eq(column: &str, param: &str) -> String {
+        format!("{column} = {param}")
+    }
+
+    /// How to select the events of room `$1` for an ordered page: a probe and
+    /// an exact filter (here both exact; PostgreSQL's probe is not).
+    fn room_filters() -> [String; 2] {
+        ["room_id = $1".to_owned(), "room_id = $1".to_owned()]
+    }
+
+    /// `column IN (SELECT selected FROM rest)`.
+    fn key_in(column: &str, selected: &str, rest: &str) -> String {
+        format!("{column} IN (SELECT {selected} FROM {rest})")
+    }
+
     /// Adds events' text to the FTS5 index, inside their transaction.
     async fn index_search(
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,

@@ -309,7 +309,9 @@ async fn events_state_groups_and_pagination() {
             .await
             .unwrap();
         }
-        let message = stored(4, "$4", "!r:x", None, 3);
+        let mut message = stored(4, "$4", "!r:x", None, 3);
+        // PostgreSQL's search index reads the text from the event itself.
+        message.json = r#"{"content":{"body":"hello searchable world"}}"#.into();
         s.persist_events(&[NewEvent {
             relation: Some(("$3", "m.thread")),
             search: Some(("content.body", "hello searchable world")),
@@ -605,6 +607,83 @@ async fn a_batch_updates_the_extremities_of_each_room() {
         };
         assert_eq!(ids(s.forward_extremities("!a:x").await.unwrap()), vec!["$a2"], "{}", s.engine());
         assert_eq!(ids(s.forward_extremities("!b:x").await.unwrap()), vec!["$b1", "$b2"], "{}", s.engine());
+        f.finish().await;
+    }
+}
+
+/// Two room ids that PostgreSQL's hashtext() maps to the same value: its room
+/// indexes are keyed by that hash (migration 0015), and every read must still
+/// keep the rooms apart.
+#[tokio::test]
+async fn rooms_whose_ids_hash_alike_keep_their_events_apart() {
+    const A: &str = "!collide53299:localhost";
+    const B: &str = "!collide259508:localhost";
+    for f in fixtures().await {
+        let s = &f.storage;
+        let row = PushActionRow {
+            user_id: "@b:x".into(),
+            thread_id: "main".into(),
+            highlight: false,
+            actions: "[\"notify\"]".into(),
+        };
+        let rows = [row];
+        let members = [stored(100, "$ja", A, Some("@b:x"), 0), stored(101, "$jb", B, Some("@b:x"), 0)];
+        for join in &members {
+            s.persist_events(&[NewEvent { membership: Some("join"), ..plain(join) }]).await.unwrap();
+        }
+        // Streams 1..=10 alternate between the rooms: odd in A, even in B, each
+        // a message with text to search and a notification for @b:x.
+        let events: Vec<StoredEvent> = (1..=10)
+            .map(|n| {
+                let mut e = stored(n, &format!("${n}"), if n % 2 == 1 { A } else { B }, None, 0);
+                e.json = format!(r#"{{"content":{{"body":"mango {n}"}}}}"#);
+                e
+            })
+            .collect();
+        for (e, text) in events.iter().zip((1..=10).map(|n| format!("mango {n}"))) {
+            let new = NewEvent { push_actions: &rows, search: Some(("content.body", text.as_str())), ..plain(e) };
+            s.persist_events(&[new]).await.unwrap();
+        }
+        let streams = |events: Vec<StoredEvent>| events.iter().map(|e| e.stream_ordering).collect::<Vec<_>>();
+        let engine = s.engine();
+
+        let back = s.room_events_page(A, (i64::MAX, i64::MAX), Direction::Backward, 3).await.unwrap();
+        assert_eq!(streams(back), vec![100, 9, 7], "{engine}: the join's depth is 100");
+        let forward = s.room_events_page(B, (0, 0), Direction::Forward, 3).await.unwrap();
+        assert_eq!(streams(forward), vec![2, 4, 6], "{engine}");
+        assert_eq!(streams(s.room_events_in_range(A, 0, 10, 2).await.unwrap()), vec![9, 7], "{engine}");
+        assert_eq!(streams(s.room_events_in_range(B, 0, 200, 100).await.unwrap()), vec![101, 10, 8, 6, 4, 2]);
+        let state = s.room_state_events_in_range(A, 0, 200).await.unwrap();
+        assert_eq!(streams(state), vec![100], "{engine}");
+        let near = s.event_near_timestamp(A, 1004, Direction::Backward).await.unwrap().unwrap();
+        assert_eq!(near.stream_ordering, 3, "{engine}");
+        let near = s.event_near_timestamp(B, 1004, Direction::Forward).await.unwrap().unwrap();
+        assert_eq!(near.stream_ordering, 4, "{engine}");
+
+        let counts = s.unread_counts("@b:x", A, 200).await.unwrap();
+        assert_eq!((counts.len(), counts[0].notifications), (1, 5), "{engine}");
+        assert_eq!(s.notifications("@b:x", i64::MAX, false, 100).await.unwrap().len(), 10);
+
+        let (hits, count) =
+            s.search_events(&[A.to_owned()], "mango", &["content.body".to_owned()], true, 0, 10).await.unwrap();
+        assert_eq!((streams(hits.into_iter().map(|h| h.event).collect()), count), (vec![9, 7, 5, 3, 1], 5), "{engine}");
+
+        // A redaction in A drops that event's notification and search text, and nothing of B's.
+        let redaction = stored(11, "$11", A, None, 0);
+        s.persist_events(&[NewEvent { redaction: Some(("$3", r#"{"content":{}}"#)), ..plain(&redaction) }])
+            .await
+            .unwrap();
+        let counts = s.unread_counts("@b:x", A, 200).await.unwrap();
+        assert_eq!(counts[0].notifications, 4, "{engine}");
+        assert_eq!(s.unread_counts("@b:x", B, 200).await.unwrap()[0].notifications, 5, "{engine}");
+        let rooms = [A.to_owned(), B.to_owned()];
+        let (hits, count) = s.search_events(&rooms, "mango", &["content.body".to_owned()], true, 0, 10).await.unwrap();
+        assert_eq!(
+            (streams(hits.into_iter().map(|h| h.event).collect()), count),
+            (vec![10, 9, 8, 7, 6, 5, 4, 2, 1], 9)
+        );
+        let (hits, _) = s.search_events(&rooms, "mango", &["content.name".to_owned()], true, 0, 10).await.unwrap();
+        assert!(hits.is_empty(), "{engine}: a message has no name");
         f.finish().await;
     }
 }
