@@ -202,9 +202,17 @@ macro_rules! impl_room_sql {
                         .bind(&new.event.redacted_by)
                         .bind(&new.event.json)
                 );
+                // A remote PDU may name a prev event twice; the edge is stored once.
                 let edges: Vec<(i64, &str)> = batch
                     .iter()
-                    .flat_map(|new| new.prev_events.iter().map(move |prev| (new.event.stream_ordering, prev.as_str())))
+                    .flat_map(|new| {
+                        let prevs = new.prev_events;
+                        prevs
+                            .iter()
+                            .enumerate()
+                            .filter(move |(i, prev)| !prevs[..*i].contains(prev))
+                            .map(move |(_, prev)| (new.event.stream_ordering, prev.as_str()))
+                    })
                     .collect();
                 execute_values!(
                     tx,

@@ -244,7 +244,8 @@ async fn a_batch_of_events_is_stored_whole_or_not_at_all() {
         let txn = |txn_id| Some(TxnKey { user_id: "@a:x", device_id: "D", scope: "send", txn_id });
         let (e1, e2, e3) =
             (stored(1, "$b1", "!b:x", None, 0), stored(2, "$b2", "!b:x", None, 0), stored(3, "$b3", "!b:x", None, 0));
-        let prev1 = ["$b1".to_owned()];
+        // Named twice, as a remote PDU may: one edge is stored.
+        let prev1 = ["$b1".to_owned(), "$b1".to_owned()];
         let prev2 = ["$b2".to_owned()];
         s.persist_events(&[
             NewEvent { txn: txn("t1"), ..plain(&e1) },
