@@ -688,3 +688,26 @@ async fn rooms_whose_ids_hash_alike_keep_their_events_apart() {
         f.finish().await;
     }
 }
+
+/// JSON may escape a NUL anywhere in an event; PostgreSQL's jsonb refuses it,
+/// and its search index parses the event: the event is stored all the same
+/// (and stays out of PostgreSQL's search), the others are found as before.
+#[tokio::test]
+async fn an_event_with_an_escaped_nul_is_stored() {
+    for f in fixtures().await {
+        let s = &f.storage;
+        let mut nul = stored(1, "$nul", "!n:x", None, 0);
+        nul.json = r#"{"content":{"body":"kiwi","formatted_body":"<b>kiwi</b>\u0000"}}"#.into();
+        let mut plain_text = stored(2, "$plain", "!n:x", None, 0);
+        plain_text.json = r#"{"content":{"body":"kiwi too"}}"#.into();
+        s.persist_events(&[NewEvent { search: Some(("content.body", "kiwi")), ..plain(&nul) }]).await.unwrap();
+        s.persist_events(&[NewEvent { search: Some(("content.body", "kiwi too")), ..plain(&plain_text) }])
+            .await
+            .unwrap();
+        assert_eq!(s.get_event("$nul").await.unwrap().unwrap().json, nul.json, "{}", s.engine());
+        let rooms = ["!n:x".to_owned()];
+        let (hits, _) = s.search_events(&rooms, "kiwi", &["content.body".to_owned()], true, 0, 10).await.unwrap();
+        assert!(hits.iter().any(|h| h.event.event_id == "$plain"), "{}", s.engine());
+        f.finish().await;
+    }
+}
