@@ -107,6 +107,13 @@ impl IntoResponse for Error {
 
 impl From<crate::storage::StorageError> for Error {
     fn from(e: crate::storage::StorageError) -> Self {
+        // PostgreSQL refuses a NUL in text (22021) and the escape \u0000 in
+        // jsonb (22P05): what the client sent cannot be stored, and nothing was.
+        if let crate::storage::StorageError::Database(sqlx::Error::Database(db)) = &e
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return Self::bad_json("The request contains a NUL character, which cannot be stored");
+        }
         Self::internal(e)
     }
 }

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         // Innermost first: a panic becomes a 500 that is still logged, counted and CORS-headed.
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(refuse_encoded_nul))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
         .layer(cors())
@@ -78,6 +79,18 @@ async fn unknown_endpoint() -> Error {
 
 async fn method_not_allowed() -> Error {
     Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed for this endpoint")
+}
+
+/// Refuses a URL that encodes a NUL (`%00`) with 400 M_INVALID_PARAM: path and
+/// query values (state keys, event types, ids) end up in database columns, and
+/// PostgreSQL text cannot hold a NUL (the write failed with a 500).
+async fn refuse_encoded_nul(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let encodes_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    let uri = request.uri();
+    if encodes_nul(uri.path()) || uri.query().is_some_and(encodes_nul) {
+        return Error::invalid_param("The URL contains a NUL character").into_response();
+    }
+    next.run(request).await
 }
 
 /// A panicking handler answers 500 M_UNKNOWN; the detail goes to the log only.
@@ -119,5 +132,23 @@ mod tests {
         // The service goes on serving.
         let response = app.oneshot(Request::get("/fine").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_url_that_encodes_a_nul_is_refused_with_400() {
+        let app = Router::new()
+            .route("/state/{key}", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(refuse_encoded_nul));
+        for uri in ["/state/a%00b", "/state/k?from=x%00"] {
+            let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), 10_000).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["errcode"], "M_INVALID_PARAM");
+        }
+        for uri in ["/state/a%2500b", "/state/k?from=100"] {
+            let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}: not a NUL");
+        }
     }
 }

@@ -711,3 +711,22 @@ async fn an_event_with_an_escaped_nul_is_stored() {
         f.finish().await;
     }
 }
+
+/// A NUL in a value stored as text: SQLite keeps it; PostgreSQL refuses it,
+/// and the API answers that with 400 M_BAD_JSON instead of a 500.
+#[tokio::test]
+async fn a_nul_in_stored_text_is_kept_or_refused_as_bad_input() {
+    for f in fixtures().await {
+        let s = &f.storage;
+        let named = NewUser { displayname: Some("a\0b"), ..user("@nul:x") };
+        match s.create_user(&named).await {
+            Ok(created) => assert!(created && s.engine() == "sqlite", "{}", s.engine()),
+            Err(e) => {
+                assert_eq!(s.engine(), "postgres");
+                let error = crate::error::Error::from(e);
+                assert_eq!((error.status.as_u16(), error.errcode), (400, "M_BAD_JSON"));
+            }
+        }
+        f.finish().await;
+    }
+}

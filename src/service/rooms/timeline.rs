@@ -923,9 +923,11 @@ fn stored_error(e: crate::storage::StorageError) -> Error {
 }
 
 /// `(relates_to, rel_type)` of an event that relates to another with a rel_type.
+/// One naming a NUL names no event (and PostgreSQL text cannot hold it).
 fn relation(content: &Value) -> Option<(&str, &str)> {
     let relates_to = content.get("m.relates_to")?;
-    Some((relates_to.get("event_id")?.as_str()?, relates_to.get("rel_type")?.as_str()?))
+    let relation = (relates_to.get("event_id")?.as_str()?, relates_to.get("rel_type")?.as_str()?);
+    (!relation.0.contains('\0') && !relation.1.contains('\0')).then_some(relation)
 }
 
 /// The text of an event that full-text search indexes, with its key.
