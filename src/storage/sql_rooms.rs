@@ -79,6 +79,25 @@ pub(super) fn extremity_changes<'a>(batch: &'a [super::NewEvent<'a>]) -> Vec<(&'
     rooms
 }
 
+/// An ordered read of one room's events: with the engine's probe filter, and
+/// again with its exact one when the probe's rows include another room's
+/// events (PostgreSQL's probe compares room-id hashes; see `room_filters`).
+pub(super) async fn read_room_events<F, Fut>(
+    room_id: &str,
+    [probe, exact]: [String; 2],
+    read: F,
+) -> super::Result<Vec<super::StoredEvent>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = super::Result<Vec<super::StoredEvent>>>,
+{
+    let events = read(probe).await?;
+    if events.iter().all(|e| e.room_id == room_id) {
+        return Ok(events);
+    }
+    read(exact).await
+}
+
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, depth, \
      origin_server_ts, state_group, replaces_state, redacted_by, json";
 
@@ -427,7 +446,7 @@ macro_rules! impl_room_sql {
                     $crate::storage::Direction::Backward => ("<", "DESC"),
                     $crate::storage::Direction::Forward => (">=", "ASC"),
                 };
-                let page = async |room: &str| -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                let page = |room: String| async move {
                     let sql = format!(
                         "SELECT {} FROM events WHERE {room} AND (depth, stream_ordering) {comparison} ($2, $3)
                          ORDER BY depth {order}, stream_ordering {order} LIMIT $4",
@@ -441,12 +460,7 @@ macro_rules! impl_room_sql {
                         .fetch_all(&self.read)
                         .await?)
                 };
-                let [probe, exact] = Self::room_filters();
-                let events = page(&probe).await?;
-                if events.iter().all(|e| e.room_id == room_id) {
-                    return Ok(events);
-                }
-                page(&exact).await
+                $crate::storage::sql_rooms::read_room_events(room_id, Self::room_filters(), page).await
             }
 
             async fn room_events_in_range(
@@ -456,7 +470,7 @@ macro_rules! impl_room_sql {
                 upto: i64,
                 limit: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
-                let range = async |room: &str| -> $crate::storage::Result<Vec<$crate::storage::StoredEvent>> {
+                let range = |room: String| async move {
                     let sql = format!(
                         "SELECT {} FROM events WHERE {room} AND stream_ordering > $2 AND stream_ordering <= $3
                          ORDER BY stream_ordering DESC LIMIT $4",
@@ -470,12 +484,7 @@ macro_rules! impl_room_sql {
                         .fetch_all(&self.read)
                         .await?)
                 };
-                let [probe, exact] = Self::room_filters();
-                let events = range(&probe).await?;
-                if events.iter().all(|e| e.room_id == room_id) {
-                    return Ok(events);
-                }
-                range(&exact).await
+                $crate::storage::sql_rooms::read_room_events(room_id, Self::room_filters(), range).await
             }
 
             async fn room_state_events_in_range(
@@ -781,20 +790,17 @@ macro_rules! impl_room_sql {
                     $crate::storage::Direction::Backward => ("<=", "DESC"),
                     $crate::storage::Direction::Forward => (">=", "ASC"),
                 };
-                let nearest = async |room: &str| -> $crate::storage::Result<Option<$crate::storage::StoredEvent>> {
+                let nearest = |room: String| async move {
                     let sql = format!(
                         "SELECT {} FROM events WHERE {room} AND origin_server_ts {comparison} $2
                          ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
                         $crate::storage::sql_rooms::EVENT_COLUMNS
                     );
-                    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(ts).fetch_optional(&self.read).await?)
+                    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(ts).fetch_all(&self.read).await?)
                 };
-                let [probe, exact] = Self::room_filters();
-                let event = nearest(&probe).await?;
-                if event.as_ref().is_none_or(|e| e.room_id == room_id) {
-                    return Ok(event);
-                }
-                nearest(&exact).await
+                let found =
+                    $crate::storage::sql_rooms::read_room_events(room_id, Self::room_filters(), nearest).await?;
+                Ok(found.into_iter().next())
             }
 
             async fn put_receipt(&self, r: &$crate::storage::ReceiptRow) -> $crate::storage::Result<()> {
