@@ -1,21 +1,22 @@
-//! The accept loop: each TCP connection served by hyper, HTTP/1.1 or (with
-//! prior knowledge, as reverse proxies speak it) cleartext HTTP/2.
-//!
-//! Why not `axum::serve`: it hands every connection to hyper-util's
-//! auto-detecting server, which reads the first bytes itself and replays them
-//! to HTTP/1 through a separate read. The request head then arrives in two
-//! reads, and hyper grows the connection's read buffer from 8 to 16 KiB for
-//! the second — kept for the connection's life, which for a client holding a
-//! /sync long-poll is its whole stay. Here the protocol is told by peeking at
-//! the socket, and HTTP/1 gets the untouched stream.
+//! The accept loop: each TCP connection served as HTTP/1.1 (`http1`, our own:
+//! it holds no buffers while a connection waits) or, with prior knowledge as
+//! reverse proxies speak it, cleartext HTTP/2 (hyper). The protocol is told by
+//! peeking at the socket, without consuming anything.
+
+mod body;
+mod http1;
+mod request;
+mod response;
+
+pub use http1::Settings;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -31,7 +32,17 @@ const PREFACE_POLL: Duration = Duration::from_millis(5);
 
 /// Serves `router` on `listener` until `stop` turns true, then lets open
 /// connections finish their requests and returns once they have closed.
-pub async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, router: axum::Router, stop: watch::Receiver<bool>) {
+    serve_with(listener, router, stop, Settings::default()).await
+}
+
+/// [`serve`] with the connection settings given.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    settings: Settings,
+) {
     let connections = TaskTracker::new();
     loop {
         let (tcp, remote) = tokio::select! {
@@ -45,19 +56,32 @@ pub async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch:
             },
             () = stopped(&mut stop) => break,
         };
-        connections.spawn(connection(tcp, remote, router.clone(), stop.clone()));
+        connections.spawn(connection(tcp, remote, router.clone(), stop.clone(), settings));
     }
     connections.close();
     connections.wait().await;
 }
 
-async fn connection(tcp: TcpStream, remote: SocketAddr, router: axum::Router, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    settings: Settings,
+) {
     // Responses go out at once: no Nagle delay on small JSON bodies.
     let _ = tcp.set_nodelay(true);
     let http2 = tokio::select! {
         http2 = speaks_http2(&tcp) => http2,
         () = stopped(&mut stop) => return,
     };
+    if !http2 {
+        return http1::serve(tcp, remote, router, stop, settings).await;
+    }
+    serve_http2(tcp, remote, router, stop).await
+}
+
+async fn serve_http2(tcp: TcpStream, remote: SocketAddr, router: axum::Router, mut stop: watch::Receiver<bool>) {
     let service = hyper_util::service::TowerToHyperService::new(router.map_request(
         move |request: axum::http::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
@@ -65,9 +89,7 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, router: axum::Router, mu
             request
         },
     ));
-    let builder = Builder::new(TokioExecutor::new());
-    let builder = if http2 { builder.http2_only() } else { builder.http1_only() };
-    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    let conn = http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
