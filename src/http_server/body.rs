@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::request::Framing;
 
@@ -16,6 +16,8 @@ use super::request::Framing;
 const MAX_CHUNK_LINE: usize = 1024;
 /// Most bytes of trailer fields accepted after the last chunk (they are dropped).
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Most bytes of chunk extensions (ignored) accepted over a whole body.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 /// Where the decoder is in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub enum Decoded {
 #[derive(Debug)]
 pub struct Decoder {
     state: State,
+    /// Bytes of chunk extensions seen so far.
+    extensions: usize,
 }
 
 impl Decoder {
@@ -55,7 +59,7 @@ impl Decoder {
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
         };
-        Decoder { state }
+        Decoder { state, extensions: 0 }
     }
 
     pub fn is_done(&self) -> bool {
@@ -96,6 +100,19 @@ impl Decoder {
                     }
                     match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete((used, size))) => {
+                            // httparse lets an extension run over a bare LF up to the
+                            // next CRLF; a peer ending lines at LF would frame the body
+                            // differently, so such a line is refused.
+                            let line = &buf[..used - 2];
+                            if line.contains(&b'\n') {
+                                return Err(invalid("line feed inside a chunk size line"));
+                            }
+                            if let Some(start) = line.iter().position(|&b| b == b';') {
+                                self.extensions += line.len() - start;
+                                if self.extensions > MAX_EXTENSIONS {
+                                    return Err(invalid("chunk extensions too large"));
+                                }
+                            }
                             buf.advance(used);
                             self.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
                         }
@@ -142,16 +159,25 @@ fn invalid(message: &'static str) -> io::Error {
 }
 
 /// The body the handler sees: chunks sent by the connection, which reads
-/// them from the socket while the handler waits on this channel.
+/// them from the socket while the handler waits on this channel. An empty
+/// chunk (the decoder never yields one) marks the end of a body read whole;
+/// a channel closed without it means the connection stopped reading, and is
+/// an error rather than a body cut short.
 pub struct ChannelBody {
     chunks: mpsc::Receiver<io::Result<Bytes>>,
     remaining: Option<u64>,
     ended: bool,
+    /// Told when the handler first reads: the moment to send `100 Continue`.
+    first_read: Option<oneshot::Sender<()>>,
 }
 
 impl ChannelBody {
-    pub fn new(chunks: mpsc::Receiver<io::Result<Bytes>>, remaining: Option<u64>) -> Self {
-        ChannelBody { chunks, remaining, ended: false }
+    pub fn new(
+        chunks: mpsc::Receiver<io::Result<Bytes>>,
+        remaining: Option<u64>,
+        first_read: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        ChannelBody { chunks, remaining, ended: false, first_read }
     }
 }
 
@@ -165,7 +191,14 @@ impl http_body::Body for ChannelBody {
         if self.ended || self.remaining == Some(0) {
             return Poll::Ready(None);
         }
+        if let Some(first_read) = self.first_read.take() {
+            let _ = first_read.send(());
+        }
         match ready!(self.chunks.poll_recv(cx)) {
+            Some(Ok(chunk)) if chunk.is_empty() => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
             Some(Ok(chunk)) => {
                 if let Some(left) = self.remaining.as_mut() {
                     *left = left.saturating_sub(chunk.len() as u64);
@@ -178,7 +211,10 @@ impl http_body::Body for ChannelBody {
             }
             None => {
                 self.ended = true;
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the request body was not read to its end",
+                ))))
             }
         }
     }
@@ -237,13 +273,15 @@ mod tests {
 
     #[test]
     fn malformed_chunks_are_errors() {
-        for wire in [&b"zz\r\n"[..], b"5\r\nhelloXX", b";x\r\n", b"\r\n"] {
+        for wire in [&b"zz\r\n"[..], b"5\r\nhelloXX", b";x\r\n", b"\r\n", b"5;a\nb\r\nhello\r\n0\r\n\r\n"] {
             let err = decode_all(Framing::Chunked, wire, 100).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{wire:?}");
         }
         let long_line = [b"1;".as_slice(), &[b'x'; 2 * MAX_CHUNK_LINE]].concat();
         assert!(decode_all(Framing::Chunked, &long_line, 100).is_err());
         let trailers = [b"0\r\n".as_slice(), &b"X: y\r\n".repeat(MAX_TRAILERS / 4)].concat();
+        let extensions = b"1;ext=1234567890\r\nx\r\n".repeat(MAX_EXTENSIONS / 10);
+        assert!(decode_all(Framing::Chunked, &extensions, 100).is_err());
         assert!(decode_all(Framing::Chunked, &trailers, 100).is_err());
     }
 
@@ -251,14 +289,31 @@ mod tests {
     async fn the_channel_body_reports_its_exact_remaining_size() {
         use http_body_util::BodyExt;
         let (tx, rx) = mpsc::channel(2);
-        let mut body = ChannelBody::new(rx, Some(4));
+        let mut body = ChannelBody::new(rx, Some(4), None);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(4));
         tx.send(Ok(Bytes::from_static(b"ab"))).await.unwrap();
         tx.send(Ok(Bytes::from_static(b"cd"))).await.unwrap();
-        drop(tx);
         assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "ab");
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(2));
         assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "cd");
         assert!(http_body::Body::is_end_stream(&body));
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_is_ended_by_its_marker_and_cut_short_by_a_closed_channel() {
+        use http_body_util::BodyExt;
+        let (tx, rx) = mpsc::channel(2);
+        let mut body = ChannelBody::new(rx, None, None);
+        tx.send(Ok(Bytes::from_static(b"ab"))).await.unwrap();
+        tx.send(Ok(Bytes::new())).await.unwrap();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "ab");
+        assert!(body.frame().await.is_none());
+        let (tx, rx) = mpsc::channel(2);
+        let mut cut = ChannelBody::new(rx, None, None);
+        tx.send(Ok(Bytes::from_static(b"ab"))).await.unwrap();
+        drop(tx);
+        assert!(cut.frame().await.unwrap().is_ok());
+        assert_eq!(cut.frame().await.unwrap().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 }

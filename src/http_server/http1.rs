@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -81,10 +81,16 @@ enum BodyState {
 struct Pump {
     decoder: Decoder,
     chunks: mpsc::Sender<io::Result<bytes::Bytes>>,
+    /// For a client that waits for `100 Continue`: fires when the handler
+    /// first reads the body. A handler that refuses first (an upload over
+    /// quota) is answered without the client having sent its body.
+    first_read: Option<oneshot::Receiver<()>>,
 }
 
 /// What happened on the socket while the handler ran.
 enum Event {
+    /// The handler wants the body a client is holding back: tell it to go on.
+    Continue,
     BodyProgress,
     BodyDone,
     BodyUnusable,
@@ -132,13 +138,22 @@ impl Connection {
     /// closed, was too slow, or the server is stopping.
     async fn next_head(&mut self) -> Result<Option<Head>, HeadError> {
         let mut deadline = None;
+        // Bytes already known to hold no end of head: a head sent a byte at a
+        // time is not parsed again from its start for every byte.
+        let mut scanned = 0;
         loop {
-            if !self.buf.is_empty() {
-                if let Some((head, used)) = request::parse(&self.buf)? {
+            if self.buf.len() > scanned {
+                if ends_head(&self.buf[scanned.saturating_sub(3)..])
+                    && let Some((head, used)) = request::parse(&self.buf)?
+                {
+                    if used > MAX_HEAD {
+                        return Err(HeadError::TooManyHeaders);
+                    }
                     self.buf.advance(used);
                     self.release_if_empty();
                     return Ok(Some(head));
                 }
+                scanned = self.buf.len();
                 if self.buf.len() >= MAX_HEAD {
                     return Err(HeadError::TooManyHeaders);
                 }
@@ -174,15 +189,17 @@ impl Connection {
                 (Body::from(body), BodyState::Watching)
             }
             _ => {
-                if expects_continue && self.buf.is_empty() {
-                    if self.tcp.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                        return Outcome::Gone;
+                let (first_read_tx, first_read) = match expects_continue && self.buf.is_empty() {
+                    true => {
+                        let (tx, rx) = oneshot::channel();
+                        (Some(tx), Some(rx))
                     }
-                }
+                    false => (None, None),
+                };
                 let decoder = Decoder::new(framing);
                 let (chunks, receiver) = mpsc::channel(1);
-                let body = Body::new(ChannelBody::new(receiver, decoder.remaining()));
-                (body, BodyState::Reading(Pump { decoder, chunks }))
+                let body = Body::new(ChannelBody::new(receiver, decoder.remaining(), first_read_tx));
+                (body, BodyState::Reading(Pump { decoder, chunks, first_read }))
             }
         };
         self.release_if_empty();
@@ -198,6 +215,12 @@ impl Connection {
                 biased;
                 response = &mut handler => break response,
                 event = socket_event(&self.tcp, &mut self.buf, &mut state) => match event {
+                    Event::Continue => {
+                        // Outside the select: a write cut off halfway would corrupt the stream.
+                        if self.tcp.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                            return Outcome::Gone;
+                        }
+                    }
                     Event::BodyProgress => {}
                     Event::BodyDone => {
                         state = if self.buf.is_empty() { BodyState::Watching } else { BodyState::Pipelined };
@@ -268,6 +291,11 @@ impl Connection {
     }
 }
 
+/// Whether `bytes` hold a blank line (a head's end; httparse also takes bare LFs).
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// Reads more into `buf`. An empty buffer is allocated only once the socket
 /// is readable, so that a connection waiting for its next request holds none.
 async fn fill(tcp: &TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
@@ -297,6 +325,16 @@ async fn socket_event(tcp: &TcpStream, buf: &mut BytesMut, state: &mut BodyState
             if pump.decoder.is_done() {
                 return Event::BodyDone;
             }
+            if let Some(first_read) = pump.first_read.as_mut() {
+                return match first_read.await {
+                    Ok(()) => {
+                        pump.first_read = None;
+                        Event::Continue
+                    }
+                    // Dropped unread: the client never sends it.
+                    Err(_) => Event::BodyUnusable,
+                };
+            }
             let Ok(permit) = pump.chunks.reserve().await else {
                 // The handler dropped the body without reading it all.
                 return Event::BodyUnusable;
@@ -307,7 +345,10 @@ async fn socket_event(tcp: &TcpStream, buf: &mut BytesMut, state: &mut BodyState
                         permit.send(Ok(data));
                         return Event::BodyProgress;
                     }
-                    Ok(Decoded::Done) => return Event::BodyDone,
+                    Ok(Decoded::Done) => {
+                        permit.send(Ok(bytes::Bytes::new()));
+                        return Event::BodyDone;
+                    }
                     Ok(Decoded::NeedMore) => match fill(tcp, buf, BODY_READ).await {
                         Ok(0) => {
                             permit.send(Err(io::ErrorKind::UnexpectedEof.into()));
@@ -500,6 +541,11 @@ mod tests {
         assert_eq!(status, 100);
         client.send(b"ok").await;
         assert_eq!(client.response().await.2, b"ok");
+        // A handler that answers without reading: no go-ahead, the answer, then close.
+        client.send(b"POST /ignore HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n").await;
+        let (status, head, body) = client.response().await;
+        assert_eq!((status, body.as_slice()), (200, &b"ignored"[..]), "{head}");
+        assert!(client.closed().await);
     }
 
     #[tokio::test]

@@ -28,7 +28,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long a client that sent part of the HTTP/2 preface may take to send the rest.
 const PREFACE_WAIT: Duration = Duration::from_secs(10);
+/// First pause between peeks at a partial preface; doubled up to `PREFACE_POLL_MAX`.
 const PREFACE_POLL: Duration = Duration::from_millis(5);
+const PREFACE_POLL_MAX: Duration = Duration::from_millis(500);
+/// Keepalive probes after this long without traffic, then at this interval
+/// (the kernel gives up after its default count, 9).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Serves `router` on `listener` until `stop` turns true, then lets open
 /// connections finish their requests and returns once they have closed.
@@ -58,6 +64,8 @@ pub async fn serve_with(
         };
         connections.spawn(connection(tcp, remote, router.clone(), stop.clone(), settings));
     }
+    // Refuse new connections at once (a proxy fails over) while the open ones finish.
+    drop(listener);
     connections.close();
     connections.wait().await;
 }
@@ -71,6 +79,10 @@ async fn connection(
 ) {
     // Responses go out at once: no Nagle delay on small JSON bodies.
     let _ = tcp.set_nodelay(true);
+    // A client that vanishes without closing (a phone losing its network)
+    // is found by keepalive probes, and its held long-poll released.
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     let http2 = tokio::select! {
         http2 = speaks_http2(&tcp) => http2,
         () = stopped(&mut stop) => return,
@@ -110,6 +122,7 @@ async fn serve_http2(tcp: TcpStream, remote: SocketAddr, router: axum::Router, m
 async fn speaks_http2(tcp: &TcpStream) -> bool {
     let mut buf = [0u8; H2_PREFACE.len()];
     let mut waited = Duration::ZERO;
+    let mut pause = PREFACE_POLL;
     loop {
         let n = match tcp.peek(&mut buf).await {
             Ok(0) | Err(_) => return false,
@@ -126,8 +139,9 @@ async fn speaks_http2(tcp: &TcpStream) -> bool {
         if waited >= PREFACE_WAIT {
             return false;
         }
-        tokio::time::sleep(PREFACE_POLL).await;
-        waited += PREFACE_POLL;
+        tokio::time::sleep(pause).await;
+        waited += pause;
+        pause = (pause * 2).min(PREFACE_POLL_MAX);
     }
 }
 

@@ -62,7 +62,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed("invalid header value"))?;
         map.append(name, value);
     }
-    let framing = framing(&map)?;
+    let framing = framing(version, &map)?;
     let keep_alive = keep_alive(version, &map);
     let expects_continue = version == Version::HTTP_11
         && map.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
@@ -76,8 +76,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
 
 /// The body's framing. Both headers at once, differing lengths, or a coding
 /// we cannot undo make the body's end ambiguous: refused (request smuggling).
-fn framing(headers: &HeaderMap) -> Result<Framing, HeadError> {
+fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, HeadError> {
     if headers.contains_key(header::TRANSFER_ENCODING) {
+        // HTTP/1.0 has no transfer codings: an intermediary of that version
+        // would see a different body (RFC 9112, section 6.1).
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        }
         if headers.contains_key(header::CONTENT_LENGTH) {
             return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
         }
@@ -175,6 +180,8 @@ mod tests {
         assert_eq!(head(gzip).err(), Some(HeadError::UnsupportedCoding));
         let repeated = "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(head(repeated).unwrap().unwrap().0.framing, Framing::Length(3));
+        let old = "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(head(old), Err(HeadError::Malformed(_))));
         let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n";
         assert_eq!(head(chunked).unwrap().unwrap().0.framing, Framing::Chunked);
     }

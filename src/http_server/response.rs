@@ -180,6 +180,9 @@ async fn write_body<W: AsyncWrite + Unpin>(
 async fn put<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>, data: &[u8]) -> io::Result<()> {
     if data.len() <= COALESCE {
         out.extend_from_slice(data);
+        if out.len() >= COALESCE {
+            flush(io, out).await?;
+        }
         return Ok(());
     }
     flush(io, out).await?;
