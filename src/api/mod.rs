@@ -40,12 +40,18 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
-        // Innermost first: a panic becomes a 500 that is still logged, counted and CORS-headed.
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(refuse_encoded_nul))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
-        .layer(cors())
+        // One `layer` call: each call wraps every route again, and each
+        // wrapping boxes the request's future once more (memory held by every
+        // waiting long-poll). Outermost first: a panic becomes a 500 that is
+        // still logged, counted and CORS-headed.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(cors())
+                .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
+                .layer(DefaultBodyLimit::max(body_limit))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(tower::layer::layer_fn(RefuseEncodedNul)),
+        )
 }
 
 /// The router of the metrics listener: health and Prometheus metrics.
@@ -83,14 +89,32 @@ async fn method_not_allowed() -> Error {
 
 /// Refuses a URL that encodes a NUL (`%00`) with 400 M_INVALID_PARAM: path and
 /// query values (state keys, event types, ids) end up in database columns, and
-/// PostgreSQL text cannot hold a NUL (the write failed with a 500).
-async fn refuse_encoded_nul(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let encodes_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
-    let uri = request.uri();
-    if encodes_nul(uri.path()) || uri.query().is_some_and(encodes_nul) {
-        return Error::invalid_param("The URL contains a NUL character").into_response();
+/// PostgreSQL text cannot hold a NUL (the write failed with a 500). A plain
+/// service rather than `from_fn`, whose future is boxed twice per request.
+#[derive(Clone)]
+struct RefuseEncodedNul<S>(S);
+
+impl<S> tower::Service<axum::extract::Request> for RefuseEncodedNul<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
     }
-    next.run(request).await
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        let encodes_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+        let uri = request.uri();
+        if encodes_nul(uri.path()) || uri.query().is_some_and(encodes_nul) {
+            let refusal = Error::invalid_param("The URL contains a NUL character").into_response();
+            return futures_util::future::Either::Left(std::future::ready(Ok(refusal)));
+        }
+        futures_util::future::Either::Right(self.0.call(request))
+    }
 }
 
 /// A panicking handler answers 500 M_UNKNOWN; the detail goes to the log only.
@@ -136,9 +160,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_url_that_encodes_a_nul_is_refused_with_400() {
-        let app = Router::new()
-            .route("/state/{key}", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn(refuse_encoded_nul));
+        let app =
+            Router::new().route("/state/{key}", get(|| async { "ok" })).layer(tower::layer::layer_fn(RefuseEncodedNul));
         for uri in ["/state/a%00b", "/state/k?from=x%00"] {
             let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");

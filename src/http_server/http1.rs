@@ -22,7 +22,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use super::body::{ChannelBody, Decoded, Decoder};
 use super::request::{self, Framing, Head, HeadError};
@@ -208,7 +207,9 @@ impl Connection {
         }
         let mut request = request.map(|()| body);
         request.extensions_mut().insert(ConnectInfo(self.remote));
-        let mut handler = Box::pin(self.router.clone().oneshot(request));
+        // Router is always ready; calling it directly (not `oneshot`) keeps
+        // the request itself out of the boxed future.
+        let mut handler = Box::pin(tower::Service::call(&mut self.router, request));
         let mut stopping = false;
         let response: Result<Response, Infallible> = loop {
             tokio::select! {
@@ -246,7 +247,9 @@ impl Connection {
             BodyState::Watching | BodyState::Pipelined => false,
         };
         let exchange = Exchange { keep_alive: exchange.keep_alive && !unread && !stopping, ..exchange };
-        match response::write(&mut self.tcp, response, exchange).await {
+        // Boxed: the writer's state would otherwise sit in this future for
+        // the whole of a long-poll's wait.
+        match Box::pin(response::write(&mut self.tcp, response, exchange)).await {
             Ok(true) => Outcome::Next,
             Ok(false) if unread => Outcome::CloseUnread,
             Ok(false) => Outcome::Close,
@@ -663,7 +666,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_connection_is_small() {
+    fn a_waiting_connection_and_a_waiting_request_are_small() {
         // What every idle client costs besides the socket: the connection's
         // future between requests. The exchange's state is boxed apart.
         let (_, stop) = watch::channel(false);
@@ -676,6 +679,25 @@ mod tests {
             let size = std::mem::size_of_val(&future);
             // Inlining the exchange (the router's future, the response writer) would make it several KiB.
             assert!(size < 2048, "the connection future is {size} bytes");
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (_, stop) = watch::channel(false);
+            let whole = super::super::connection(tcp, addr, axum::Router::new(), stop, Settings::default());
+            let size = std::mem::size_of_val(&whole);
+            assert!(size < 2048, "the accepted connection's future is {size} bytes");
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (_, stop) = watch::channel(false);
+            let mut conn = Connection {
+                tcp,
+                buf: BytesMut::new(),
+                remote: addr,
+                router: axum::Router::new(),
+                stop,
+                settings: Settings::default(),
+            };
+            let head = request::parse(b"GET / HTTP/1.1\r\n\r\n").unwrap().unwrap().0;
+            let size = std::mem::size_of_val(&conn.exchange(head));
+            // Held (boxed) through a long-poll's wait: the response writer is boxed apart.
+            assert!(size < 2048, "the exchange future is {size} bytes");
         });
     }
 }

@@ -90,7 +90,9 @@ async fn connection(
     if !http2 {
         return http1::serve(tcp, remote, router, stop, settings).await;
     }
-    serve_http2(tcp, remote, router, stop).await
+    // Boxed: hyper's connection state is large, and an inline one would be
+    // carried by every HTTP/1 connection's task as well.
+    Box::pin(serve_http2(tcp, remote, router, stop)).await
 }
 
 async fn serve_http2(tcp: TcpStream, remote: SocketAddr, router: axum::Router, mut stop: watch::Receiver<bool>) {
