@@ -181,30 +181,22 @@ impl Connection {
         let exchange =
             Exchange { head_request: request.method() == Method::HEAD, version: request.version(), keep_alive };
         let (body, mut state) = match framing {
-            Framing::Length(0) => (Body::empty(), BodyState::Watching),
+            Framing::Length(0) => (Body::empty(), self.body_read()),
             Framing::Length(n) if self.buf.len() as u64 >= n => {
                 // The whole body came with the head (nearly every API request).
                 let body = self.buf.split_to(n as usize).freeze();
-                (Body::from(body), BodyState::Watching)
+                (Body::from(body), self.body_read())
             }
             _ => {
-                let (first_read_tx, first_read) = match expects_continue && self.buf.is_empty() {
-                    true => {
-                        let (tx, rx) = oneshot::channel();
-                        (Some(tx), Some(rx))
-                    }
-                    false => (None, None),
-                };
+                let (first_read_tx, first_read) =
+                    (expects_continue && self.buf.is_empty()).then(oneshot::channel).unzip();
                 let decoder = Decoder::new(framing);
                 let (chunks, receiver) = mpsc::channel(1);
                 let body = Body::new(ChannelBody::new(receiver, decoder.remaining(), first_read_tx));
+                self.release_if_empty();
                 (body, BodyState::Reading(Pump { decoder, chunks, first_read }))
             }
         };
-        self.release_if_empty();
-        if matches!(state, BodyState::Watching) && !self.buf.is_empty() {
-            state = BodyState::Pipelined;
-        }
         let mut request = request.map(|()| body);
         request.extensions_mut().insert(ConnectInfo(self.remote));
         // Router is always ready; calling it directly (not `oneshot`) keeps
@@ -223,10 +215,7 @@ impl Connection {
                         }
                     }
                     Event::BodyProgress => {}
-                    Event::BodyDone => {
-                        state = if self.buf.is_empty() { BodyState::Watching } else { BodyState::Pipelined };
-                        self.release_if_empty();
-                    }
+                    Event::BodyDone => state = self.body_read(),
                     Event::BodyUnusable => state = BodyState::Unusable,
                     Event::ClientGone => return Outcome::Gone,
                     Event::Pipelined => state = BodyState::Pipelined,
@@ -262,6 +251,17 @@ impl Connection {
         let exchange = Exchange { head_request: false, version: axum::http::Version::HTTP_11, keep_alive: false };
         if response::write(&mut self.tcp, refusal(refused), exchange).await.is_ok() {
             self.linger().await;
+        }
+    }
+
+    /// The state once the request's body is read whole: bytes already
+    /// buffered are the client's next request, else the socket is watched.
+    fn body_read(&mut self) -> BodyState {
+        if self.buf.is_empty() {
+            self.release_if_empty();
+            BodyState::Watching
+        } else {
+            BodyState::Pipelined
         }
     }
 
@@ -676,14 +676,17 @@ mod tests {
             let addr = std_listener.local_addr().unwrap();
             let tcp = TcpStream::connect(addr).await.unwrap();
             let future = serve(tcp, addr, axum::Router::new(), stop, Settings::default());
+            // Bounds for debug builds (where the tests run; release futures
+            // are smaller), each between the size now and the size with the
+            // boxed part inlined: 1,072 (exchange inlined: > 2,000) here,
+            // 1,336 (HTTP/2 inlined: 2,112) and 1,440 (writer inlined: 1,944).
             let size = std::mem::size_of_val(&future);
-            // Inlining the exchange (the router's future, the response writer) would make it several KiB.
-            assert!(size < 2048, "the connection future is {size} bytes");
+            assert!(size < 1536, "the connection future is {size} bytes");
             let tcp = TcpStream::connect(addr).await.unwrap();
             let (_, stop) = watch::channel(false);
             let whole = super::super::connection(tcp, addr, axum::Router::new(), stop, Settings::default());
             let size = std::mem::size_of_val(&whole);
-            assert!(size < 2048, "the accepted connection's future is {size} bytes");
+            assert!(size < 1700, "the accepted connection's future is {size} bytes");
             let tcp = TcpStream::connect(addr).await.unwrap();
             let (_, stop) = watch::channel(false);
             let mut conn = Connection {
@@ -697,7 +700,7 @@ mod tests {
             let head = request::parse(b"GET / HTTP/1.1\r\n\r\n").unwrap().unwrap().0;
             let size = std::mem::size_of_val(&conn.exchange(head));
             // Held (boxed) through a long-poll's wait: the response writer is boxed apart.
-            assert!(size < 2048, "the exchange future is {size} bytes");
+            assert!(size < 1700, "the exchange future is {size} bytes");
         });
     }
 }
