@@ -7,6 +7,8 @@
 
 mod e2ee;
 mod media;
+mod pg_events;
+mod pg_search_index;
 mod postgres;
 mod presence;
 mod push;
@@ -213,10 +215,6 @@ pub trait Storage:
 {
     fn engine(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
-    /// How many write transactions are worth running at once (SQLite: one writer).
-    fn concurrent_writers(&self) -> usize {
-        1
-    }
     async fn close(&self);
 }
 

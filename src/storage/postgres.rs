@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use super::pg_search_index::PendingSearchEntries;
 use super::sql_rooms::EVENT_COLUMNS;
 use super::{
     PoolStats, Result, SearchHit, SearchStore, Storage, StoredEvent, sql::impl_shared_sql, sql_e2ee::impl_e2ee_sql,
@@ -15,6 +16,7 @@ use super::{
 pub struct PgStore {
     pub(super) read: PgPool,
     pub(super) write: PgPool,
+    search_pending: PendingSearchEntries,
 }
 
 impl PgStore {
@@ -27,7 +29,8 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        let store = Self { read: pool.clone(), write: pool };
+        let search_pending = PendingSearchEntries::start(pool.clone());
+        let store = Self { read: pool.clone(), write: pool, search_pending };
         store
             .move_legacy_txns(
                 "SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'event_txns'",
@@ -53,19 +56,23 @@ impl Storage for PgStore {
         PoolStats { size: self.read.size(), idle: self.read.num_idle() as u32 }
     }
 
-    fn concurrent_writers(&self) -> usize {
-        // A quarter of the pool, so that readers always find connections.
-        (self.read.options().get_max_connections() as usize / 4).clamp(1, 4)
-    }
-
     async fn close(&self) {
         self.read.close().await;
     }
 }
 
 impl PgStore {
-    /// After events are written: nothing to do (see the SQLite store's).
-    async fn after_events_written(&self) {}
+    /// After events are written: their words wait in the search index's
+    /// pending list, to be merged in the background.
+    async fn after_events_written(&self) {
+        self.search_pending.events_written();
+    }
+
+    /// A batch of plain events in one statement (see `pg_events.rs`); `None`:
+    /// store it the general way.
+    async fn persist_in_one_statement(&self, batch: &[super::NewEvent<'_>]) -> Option<Result<()>> {
+        super::pg_events::persist_plain(&self.write, batch).await
+    }
 
     /// `column = param` written so that PostgreSQL uses its indexes keyed by
     /// `hashtext(column)` (migration 0015); comparing the ids themselves settles

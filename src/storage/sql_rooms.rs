@@ -180,6 +180,13 @@ macro_rules! impl_room_sql {
                 batch: &[$crate::storage::NewEvent<'_>],
             ) -> $crate::storage::Result<()> {
                 use $crate::storage::sql_rooms::{execute_values, pow2_chunks};
+                // What most sends are may take a shorter way (PostgreSQL: one statement).
+                if let Some(done) = self.persist_in_one_statement(batch).await {
+                    if done.is_ok() {
+                        self.after_events_written().await;
+                    }
+                    return done;
+                }
                 // One transaction for the whole batch: all of it is stored, or none.
                 // Rows of the same table go in one multi-row INSERT: on SQLite each
                 // statement is a round trip to the connection's worker thread.

@@ -65,6 +65,12 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// SQLite stores every batch the general way (its statements are not
+    /// round trips to another process).
+    async fn persist_in_one_statement(&self, _batch: &[super::NewEvent<'_>]) -> Option<Result<()>> {
+        None
+    }
+
     /// After events are written: once the WAL is long, starts it over (see
     /// `checkpoint_wal`). Done by the writer between its transactions, so that
     /// no write waits in SQLite's busy handler, which sleeps in steps of

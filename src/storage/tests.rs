@@ -38,7 +38,7 @@ pub(super) async fn fixtures() -> Vec<Fixture> {
 
 /// A new PostgreSQL database when `TEST_DATABASE_URL` names a server: its URL,
 /// and the admin URL and name to drop it by.
-async fn fresh_pg_database() -> Option<(String, (String, String))> {
+pub(super) async fn fresh_pg_database() -> Option<(String, (String, String))> {
     let server = std::env::var("TEST_DATABASE_URL").ok()?;
     let server = server.trim_end_matches('/').to_owned();
     let admin_url = format!("{server}/postgres");
@@ -272,6 +272,18 @@ async fn a_batch_of_events_is_stored_whole_or_not_at_all() {
         // The store is usable after the failed batch.
         s.persist_events(&[NewEvent { txn: txn("t3"), prev_events: &prev2, ..plain(&e5) }]).await.unwrap();
         assert_eq!(s.txn_event_id(&txn("t3").unwrap()).await.unwrap().as_deref(), Some("$b5"));
+
+        // A fork: this event's prev event is no longer an extremity. (PostgreSQL's
+        // one-statement path finds that the stored extremity is not the one it
+        // replaces, undoes its statement, and the batch is stored the general way.)
+        let e6 = stored(6, "$b6", "!b:x", None, 0);
+        s.persist_events(&[NewEvent { txn: txn("t6"), prev_events: &prev2, ..plain(&e6) }]).await.unwrap();
+        let mut extremities: Vec<String> =
+            s.forward_extremities("!b:x").await.unwrap().into_iter().map(|x| x.event_id).collect();
+        extremities.sort();
+        assert_eq!(extremities, ["$b5", "$b6"], "{}", s.engine());
+        assert_eq!(s.txn_event_id(&txn("t6").unwrap()).await.unwrap().as_deref(), Some("$b6"));
+        assert!(s.get_event("$b6").await.unwrap().is_some());
         f.finish().await;
     }
 }
