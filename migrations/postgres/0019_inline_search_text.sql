@@ -4,8 +4,8 @@
 -- executor, and parsed the event's JSON into jsonb twice. This body is one
 -- expression (inlined into the index expression and the search query alike)
 -- and parses the JSON once. Not STRICT: a strict function is inlined only if
--- its body is strict throughout, which CASE is not; every argument is NOT NULL
--- in the table, and a NULL gives NULL as before.
+-- its body is strict throughout, which CASE is not; both arguments come from
+-- NOT NULL columns.
 --
 -- It returns what the old body returned for every input (the content field's
 -- text when it is a JSON string, otherwise NULL; no JSON with an escaped NUL
@@ -21,3 +21,9 @@ CREATE OR REPLACE FUNCTION event_search_text(kind TEXT, pdu TEXT) RETURNS TEXT
         WHEN 'm.room.topic' THEN 'strict $.content.topic ? (@.type() == "string")'::jsonpath
     END, '{}', true) #>> '{}' END
 $$;
+-- Each connection caches the index's expression as it was when first read, and
+-- replacing the function does not tell them: a connection that read it before
+-- this migration would no longer match searches to the index. Altering the
+-- index does tell every connection (fastupdate stays as 0018 set it). A later
+-- change to this body that changes any result needs a REINDEX.
+ALTER INDEX events_search SET (fastupdate = on);

@@ -9,9 +9,10 @@
 //! batch's size, so it is prepared once per connection.
 //!
 //! Plain means what most sends are: no state event (no snapshot, no current
-//! state or membership change), no redaction, and each room's batch replacing
-//! its one forward extremity. Anything else, or a stored extremity that is not
-//! the one the batch replaces, is stored the general way.
+//! state or membership change), no redaction, and in each room one forward
+//! extremity replaced by one new event. Anything else, or a room whose stored
+//! extremity is not the one replaced (each room's row must be updated exactly
+//! once), is stored the general way.
 
 use sqlx::postgres::PgPool;
 
@@ -31,7 +32,7 @@ const STATEMENT: &str = "WITH
     UPDATE forward_extremities f SET event_id = v.new_id
     FROM UNNEST($15::text[], $16::text[], $17::text[]) AS v(room_id, old_id, new_id)
     WHERE f.room_id = v.room_id AND f.event_id = v.old_id
-    RETURNING 1),
+    RETURNING f.room_id),
   txns AS (
     INSERT INTO client_txns (stream_ordering, txn_key, device_id, txn_id)
     SELECT * FROM UNNEST($18::int8[], $19::bytea[], $20::text[], $21::text[])),
@@ -43,7 +44,8 @@ const STATEMENT: &str = "WITH
     INSERT INTO event_push_actions (room_id, stream_ordering, ts, user_id, thread_id, highlight, actions)
     SELECT * FROM UNNEST($29::text[], $30::int8[], $31::int8[], $32::text[], $33::text[], $34::bool[],
         $35::text[]))
-SELECT kith_assert((SELECT COUNT(*) FROM swapped) = $36, 'a forward extremity is not the one replaced')";
+SELECT kith_assert((SELECT COUNT(*) = $36 AND COUNT(DISTINCT room_id) = $36 FROM swapped),
+    'a forward extremity is not the one replaced')";
 
 /// The unique constraint on `client_txns.txn_key` (migration 0011).
 const TXN_KEY_CONSTRAINT: &str = "client_txns_txn_key_key";

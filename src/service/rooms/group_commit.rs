@@ -68,8 +68,10 @@ struct Job {
 ///
 /// One writer on PostgreSQL too: several would each commit smaller batches,
 /// and their events would contend for the full-text index's pending list (16
-/// senders over 10 rooms, 2026-11-28: ~2,000 ev/s with four writers, ~2,500
-/// with one). Jobs are stored in the order they are handed over.
+/// senders over 10 rooms, 2026-11-28, the same build: ~1,800 ev/s with four
+/// writers, ~2,500 with one). The price: a merged transaction that fails (a
+/// retried transaction id) is undone for every room in it, whose jobs are
+/// then written one by one. Jobs are stored in the order they are handed over.
 pub struct GroupCommit {
     jobs: mpsc::UnboundedSender<Job>,
 }
