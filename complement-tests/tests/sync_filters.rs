@@ -136,3 +136,37 @@ async fn messages_pages_back_from_a_sync_next_batch() {
         page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
     assert_eq!(bodies, vec!["two (after the token)"], "{page}");
 }
+
+#[tokio::test]
+async fn a_lazily_loaded_membership_is_sent_redacted_once_it_is_redacted() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PASSWORD).await;
+    let bob = server.register("bob", PASSWORD).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await;
+    let membership = bob
+        .send_state(&room, "m.room.member", &bob.user_id, json!({ "membership": "join", "displayname": "Bobby" }))
+        .await;
+    let redundant = json!({ "room": { "state": { "lazy_load_members": true, "include_redundant_members": true } } });
+    let bobs = |body: &Value| -> Value {
+        body["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .and_then(|events| events.iter().find(|e| e["state_key"] == bob.user_id.as_str()).cloned())
+            .unwrap_or_else(|| panic!("no membership of bob in {body}"))
+    };
+
+    // Bob speaks: his membership comes along (and the server now holds it in memory).
+    let initial = sync(&alice, &redundant, None).await;
+    bob.send_text(&room, "hi").await;
+    let body = sync(&alice, &redundant, Some(&next_batch(&initial))).await;
+    assert_eq!(bobs(&body)["content"]["displayname"], "Bobby", "{body}");
+
+    // Alice redacts it; the next time it comes along, it is the redacted event.
+    alice.redact(&room, &membership, Some("no nicknames")).await;
+    bob.send_text(&room, "again").await;
+    let body = sync(&alice, &redundant, Some(&next_batch(&body))).await;
+    let event = bobs(&body);
+    assert_eq!(event["event_id"], membership.as_str(), "{body}");
+    assert_eq!(event["content"], json!({ "membership": "join" }), "{body}");
+    assert!(event["unsigned"]["redacted_because"].is_object(), "{body}");
+}

@@ -46,14 +46,19 @@ impl Rooms {
                 content[key] = value;
             }
         }
-        // Joins and invites carry the target's profile, as clients expect.
+        // Joins and invites carry the target's profile, as clients expect, where
+        // the client did not set the field itself (a per-room display name).
         if matches!(membership, "join" | "invite" | "knock")
             && let Some(user) = self.storage.get_user(target).await?
         {
-            if let Some(name) = user.displayname {
+            if let Some(name) = user.displayname
+                && content.get("displayname").is_none()
+            {
                 content["displayname"] = json!(name);
             }
-            if let Some(url) = user.avatar_url {
+            if let Some(url) = user.avatar_url
+                && content.get("avatar_url").is_none()
+            {
                 content["avatar_url"] = json!(url);
             }
         }

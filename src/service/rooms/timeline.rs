@@ -41,6 +41,8 @@ const MAX_CACHED_USERS: u64 = 100_000;
 const MAX_CACHED_ROOMS: u64 = 100_000;
 /// Event contents kept for visibility checks (history visibility, memberships).
 const MAX_CACHED_CONTENTS: u64 = 100_000;
+/// Stored events kept for /sync (a membership event is ~1 KB).
+const MAX_CACHED_EVENTS: u64 = 20_000;
 
 /// What a client (or the server on its behalf) wants to add to a room.
 #[derive(Debug, Clone)]
@@ -197,6 +199,9 @@ pub struct Timeline {
     member_summaries: VersionedCache<String, Arc<MemberSummary>>,
     /// Event contents read by visibility checks (they change only by redaction).
     contents: VersionedCache<String, Option<Arc<Value>>>,
+    /// Stored events that many /syncs send at once, such as a sender's
+    /// membership for lazy-loading members (they change only by redaction).
+    stored_events: VersionedCache<String, Option<StoredEvent>>,
     push: Evaluator,
     /// Unread counts held in memory, kept current as events are stored.
     unread: Arc<UnreadCache>,
@@ -230,6 +235,7 @@ impl Timeline {
             latest_membership: std::sync::atomic::AtomicI64::new(started_at),
             latest_relation: std::sync::atomic::AtomicI64::new(started_at),
             contents: VersionedCache::new(MAX_CACHED_CONTENTS),
+            stored_events: VersionedCache::new(MAX_CACHED_EVENTS),
             member_summaries: VersionedCache::new(MAX_CACHED_ROOMS),
             push,
             unread,
@@ -257,6 +263,19 @@ impl Timeline {
             })
         };
         self.contents.get_or_load(&event_id.to_owned(), read).await
+    }
+
+    /// Stored events by id (those that exist), from memory once read: when a
+    /// message wakes a thousand long-polls, each sends its sender's membership
+    /// event, read once instead of a thousand times. A parsed event is shared
+    /// by the copies handed out.
+    pub async fn stored_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        let mut events = Vec::with_capacity(event_ids.len());
+        for event_id in event_ids {
+            let read = || async { Ok::<_, Error>(self.storage.get_event(event_id).await?) };
+            events.extend(self.stored_events.get_or_load(event_id, read).await?);
+        }
+        Ok(events)
     }
 
     /// A room's joined and invited member counts, and the first few of them (by user id).
@@ -861,6 +880,7 @@ impl Timeline {
         self.unread.event_stored(&stored.room_id, stream_id, &stored.sender, &write.push_actions);
         if write.redaction.is_some() {
             self.contents.changed_all();
+            self.stored_events.changed_all();
             // The target's notifications were deleted with it.
             self.unread.room_changed(&stored.room_id);
         }

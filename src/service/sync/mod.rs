@@ -485,7 +485,7 @@ async fn lazy_load_members(
             missing.push(id);
         }
     }
-    state_events.extend(services.storage.get_events(&missing).await?);
+    state_events.extend(services.rooms.timeline.stored_events(&missing).await?);
     state_events
         .retain(|e| e.event_type != "m.room.member" || !known(e.state_key.as_deref().unwrap_or(""), &e.event_id));
     let sent: Vec<(String, String)> = state_events
