@@ -41,8 +41,10 @@ const MAX_CACHED_USERS: u64 = 100_000;
 const MAX_CACHED_ROOMS: u64 = 100_000;
 /// Event contents kept for visibility checks (history visibility, memberships).
 const MAX_CACHED_CONTENTS: u64 = 100_000;
-/// Stored events kept for /sync (a membership event is ~1 KB).
-const MAX_CACHED_EVENTS: u64 = 20_000;
+/// Stored events kept for /sync. Counted, not weighed: each holds its JSON and,
+/// once formatted, the parsed form (~5 KB for a membership event, more for a
+/// large one), so the count is kept small.
+const MAX_CACHED_EVENTS: u64 = 4_096;
 
 /// What a client (or the server on its behalf) wants to add to a room.
 #[derive(Debug, Clone)]
@@ -268,7 +270,9 @@ impl Timeline {
     /// Stored events by id (those that exist), from memory once read: when a
     /// message wakes a thousand long-polls, each sends its sender's membership
     /// event, read once instead of a thousand times. A parsed event is shared
-    /// by the copies handed out.
+    /// by the copies handed out. Only for ids of stored events (from committed
+    /// state): an id not found is remembered as absent until a redaction. Each
+    /// miss is its own read (a cold sync with many senders pays one per sender).
     pub async fn stored_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
         let mut events = Vec::with_capacity(event_ids.len());
         for event_id in event_ids {
