@@ -16,7 +16,7 @@
 
 use sqlx::postgres::PgPool;
 
-use super::sql_rooms::extremity_changes;
+use super::sql_rooms::{extremity_changes, prev_edges};
 use super::{NewEvent, Result, StorageError};
 
 const STATEMENT: &str = "WITH
@@ -66,18 +66,7 @@ pub(super) async fn persist_plain(pool: &PgPool, batch: &[NewEvent<'_>]) -> Opti
         return None;
     }
 
-    // Edges are stored once even where a (remote) PDU names a prev event twice.
-    let edges: Vec<(i64, &str)> = batch
-        .iter()
-        .flat_map(|new| {
-            let prevs = new.prev_events;
-            prevs
-                .iter()
-                .enumerate()
-                .filter(move |(i, prev)| !prevs[..*i].contains(prev))
-                .map(move |(_, prev)| (new.event.stream_ordering, prev.as_str()))
-        })
-        .collect();
+    let edges = prev_edges(batch);
     let txns: Vec<(i64, [u8; 16], &str, &str)> = batch
         .iter()
         .filter_map(|new| {

@@ -74,7 +74,7 @@ async fn merge_after_writes(pool: PgPool, written: Arc<Notify>, stop: Cancellati
 mod tests {
     use std::time::{Duration, Instant};
 
-    use crate::storage::tests::{fresh_pg_database, plain, stored};
+    use crate::storage::tests::{drop_pg_database, fresh_pg_database, plain, stored};
     use crate::storage::{RoomRecord, open};
 
     /// Entries waiting in the index's pending list (read with pageinspect,
@@ -117,10 +117,6 @@ mod tests {
 
         storage.close().await;
         inspect.close().await;
-        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-            .execute(&admin)
-            .await
-            .unwrap();
+        drop_pg_database(&admin_url, &name).await;
     }
 }

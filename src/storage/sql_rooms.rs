@@ -43,6 +43,22 @@ pub(super) fn values_sql(rows: usize, columns: usize) -> String {
     sql
 }
 
+/// The DAG edges of a batch, `(stream_ordering, prev_event_id)`: a remote PDU
+/// may name a prev event twice; the edge is stored once.
+pub(super) fn prev_edges<'a>(batch: &'a [super::NewEvent<'a>]) -> Vec<(i64, &'a str)> {
+    batch
+        .iter()
+        .flat_map(|new| {
+            let prevs = new.prev_events;
+            prevs
+                .iter()
+                .enumerate()
+                .filter(move |(i, prev)| !prevs[..*i].contains(prev))
+                .map(move |(_, prev)| (new.event.stream_ordering, prev.as_str()))
+        })
+        .collect()
+}
+
 /// How a batch changes one room's forward extremities.
 pub(super) struct ExtremityChange<'a> {
     /// Extremities stored before the batch that its events name as prev events.
@@ -228,18 +244,7 @@ macro_rules! impl_room_sql {
                         .bind(&new.event.redacted_by)
                         .bind(&new.event.json)
                 );
-                // A remote PDU may name a prev event twice; the edge is stored once.
-                let edges: Vec<(i64, &str)> = batch
-                    .iter()
-                    .flat_map(|new| {
-                        let prevs = new.prev_events;
-                        prevs
-                            .iter()
-                            .enumerate()
-                            .filter(move |(i, prev)| !prevs[..*i].contains(prev))
-                            .map(move |(_, prev)| (new.event.stream_ordering, prev.as_str()))
-                    })
-                    .collect();
+                let edges = $crate::storage::sql_rooms::prev_edges(batch);
                 execute_values!(
                     tx,
                     "INSERT INTO event_prev_events (stream_ordering, prev_event_id)",

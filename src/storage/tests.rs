@@ -16,13 +16,18 @@ impl Fixture {
     pub(super) async fn finish(self) {
         self.storage.close().await;
         if let Some((admin_url, name)) = self.pg_cleanup {
-            let pool = sqlx::PgPool::connect(&admin_url).await.expect("connect to PostgreSQL");
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                .execute(&pool)
-                .await
-                .unwrap();
+            drop_pg_database(&admin_url, &name).await;
         }
     }
+}
+
+/// Drops a database made by `fresh_pg_database`.
+pub(super) async fn drop_pg_database(admin_url: &str, name: &str) {
+    let pool = sqlx::PgPool::connect(admin_url).await.expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 pub(super) async fn fixtures() -> Vec<Fixture> {
