@@ -184,6 +184,7 @@ pub struct Timeline {
     /// Stores the events of all rooms' writers, several per transaction under load.
     commits: GroupCommit,
     ids: super::ids::IdAllocator,
+    /// State events parsed as PDUs: the auth events and state the auth checks read.
     events: moka::future::Cache<String, Arc<Pdu>>,
     notifier: Arc<Notifier>,
     /// Each room's latest event position (lets /sync skip quiet rooms).
@@ -861,9 +862,13 @@ impl Timeline {
             head.uncommitted_groups.push((group.position, group.id));
         }
         // Later events of the batch may name this one among their auth events.
+        // Only state events can be auth events (or state the checks consult):
+        // a message kept in the shared cache would only crowd out those.
         let pdu = Arc::new(pdu);
         head.uncommitted.insert(event_id.to_string(), pdu.clone());
-        self.events.insert(event_id.to_string(), pdu).await;
+        if draft.state_key.is_some() {
+            self.events.insert(event_id.to_string(), pdu).await;
+        }
         Ok(Prepared {
             new_state: new_state.map(|state| (state_group, state)),
             has_relation: relation.is_some(),
