@@ -24,7 +24,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let storage = storage::open(&config.database_url(), config.database.max_connections).await?;
+    let storage = storage::open(&config.database_url(), config.database.pool_size()).await?;
     tracing::info!(engine = storage.engine(), "database ready");
     let signing_key = SigningKey::load_or_generate(&config.data_dir.join("signing.key"))?;
     let services = Arc::new(Services::new(config.clone(), storage.clone(), signing_key).await?);
