@@ -72,19 +72,13 @@ impl Default for Listen {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Database {
     /// Empty means the SQLite file `<data_dir>/kith.db`.
     pub url: String,
     /// 0: sized to the machine (see `pool_size`).
     pub max_connections: u32,
-}
-
-impl Default for Database {
-    fn default() -> Self {
-        Self { url: String::new(), max_connections: 0 }
-    }
 }
 
 impl Database {
