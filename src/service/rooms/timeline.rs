@@ -45,6 +45,11 @@ const MAX_CACHED_CONTENTS: u64 = 100_000;
 /// once formatted, the parsed form (~5 KB for a membership event, more for a
 /// large one), so the count is kept small.
 const MAX_CACHED_EVENTS: u64 = 4_096;
+/// Memory for parsed state events (auth events): a room's writer reads a few
+/// per event it sends; 16 MiB holds those of thousands of rooms.
+const MAX_CACHED_PDU_BYTES: u64 = 16 << 20;
+/// A parsed PDU's size besides its content: its ids, prev and auth event ids.
+const PDU_OVERHEAD_BYTES: usize = 768;
 
 /// What a client (or the server on its behalf) wants to add to a room.
 #[derive(Debug, Clone)]
@@ -230,7 +235,12 @@ impl Timeline {
             heads: Mutex::new(HashMap::new()),
             commits: GroupCommit::start(storage.clone()),
             ids,
-            events: moka::future::Cache::builder().max_capacity(50_000).build(),
+            events: moka::future::Cache::builder()
+                .max_capacity(MAX_CACHED_PDU_BYTES)
+                .weigher(|_, pdu: &Arc<Pdu>| {
+                    u32::try_from(pdu.content.get().len() + PDU_OVERHEAD_BYTES).unwrap_or(u32::MAX)
+                })
+                .build(),
             notifier,
             activity: Default::default(),
             recent: Default::default(),
