@@ -13,3 +13,8 @@ pub mod http_server;
 pub mod metrics;
 pub mod service;
 pub mod storage;
+
+/// The cores this process may use (2 when unknown): sizes thread and connection pools.
+pub fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}

@@ -19,7 +19,7 @@ type Job = Box<dyn FnOnce() + Send>;
 static POOL: LazyLock<mpsc::Sender<Job>> = LazyLock::new(|| {
     let (sender, receiver) = mpsc::channel::<Job>();
     let receiver = Arc::new(Mutex::new(receiver));
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = crate::cores();
     for i in 0..threads {
         let receiver = receiver.clone();
         std::thread::Builder::new()

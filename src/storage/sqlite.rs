@@ -53,9 +53,8 @@ impl SqliteStore {
         tokio::spawn(checkpoint_wal(checkpointer.clone(), wal.clone(), stop.clone()));
         // More readers than cores only add private page caches (memory) and
         // cache revalidation after each write.
-        let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
         let read = SqlitePoolOptions::new()
-            .max_connections(max_connections.clamp(1, 2 * cores))
+            .max_connections(max_connections.clamp(1, 2 * crate::cores()))
             .connect_with(options.read_only(true))
             .await?;
         let store = Self { read, write, checkpointer, wal, _stop_checkpoints: stop.drop_guard() };

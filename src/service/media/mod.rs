@@ -98,7 +98,7 @@ impl MediaService {
     }
 
     pub fn with_store(config: Arc<Config>, storage: Arc<dyn Storage>, store: Arc<dyn ContentStore>) -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = crate::cores() as usize;
         let fetcher = config.media.url_preview.enabled.then(|| preview::Fetcher::new(&config.media.url_preview));
         Self {
             records: Cache::builder().max_capacity(100_000).time_to_live(RECORD_TTL).build(),

@@ -48,7 +48,8 @@ const MAX_CACHED_EVENTS: u64 = 4_096;
 /// Memory for parsed state events (auth events): a room's writer reads a few
 /// per event it sends; 16 MiB holds those of thousands of rooms.
 const MAX_CACHED_PDU_BYTES: u64 = 16 << 20;
-/// A parsed PDU's size besides its content: its ids, prev and auth event ids.
+/// A parsed PDU's size besides its content (its ids, prev and auth event ids):
+/// an estimate.
 const PDU_OVERHEAD_BYTES: usize = 768;
 
 /// What a client (or the server on its behalf) wants to add to a room.
