@@ -19,7 +19,7 @@ use complement_tests::sync::{SYNC, next_batch, since, sync};
 use complement_tests::{Client, Resp, TestServer, assert_err, assert_ok, enc, errcode};
 use ed25519_dalek::{Signer, SigningKey};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 const PASSWORD: &str = "e2ee keys password";
@@ -1253,4 +1253,48 @@ async fn forged_signatures_are_reported_as_failures() {
     let body = query(&alice.client, &[bob.user()]).await;
     let on_bob = &body["master_keys"][bob.user()]["signatures"][alice.user()];
     assert!(on_bob.is_null() || on_bob.get(alice_keys.usk_key_id()).is_none(), "forged signature published: {body}");
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_overlapping_devices_all_succeed() {
+    // Claims of several devices lock their keys in one order: on PostgreSQL,
+    // claims of overlapping sets must wait for each other, not deadlock.
+    let server = TestServer::start().await;
+    let mut targets = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let device = register(&server, name).await;
+        device.upload_device_keys().await;
+        device.upload_ok(json!({ "one_time_keys": device.one_time_keys(8) })).await;
+        targets.push(device);
+    }
+    let claimer = server.register("claimer", PASSWORD).await;
+    // Every pair of the three, and all three, in turn.
+    let sets: [&[usize]; 4] = [&[0, 1], &[1, 2], &[2, 0], &[0, 1, 2]];
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let mut wanted = Map::new();
+            for &t in sets[i % sets.len()] {
+                wanted.insert(targets[t].user().to_owned(), json!({ targets[t].id(): OTK_ALG }));
+            }
+            let client = claimer.clone();
+            tokio::spawn(async move { claim_raw(&client, json!({ "one_time_keys": wanted })).await })
+        })
+        .collect();
+    let mut claimed: Vec<Vec<String>> = vec![Vec::new(); targets.len()];
+    for task in tasks {
+        let body = assert_ok(task.await.expect("claim task"));
+        for (t, target) in targets.iter().enumerate() {
+            if let Some(keys) = body["one_time_keys"][target.user()][target.id()].as_object() {
+                assert_eq!(keys.len(), 1, "one key per device: {body}");
+                claimed[t].extend(keys.keys().cloned());
+            }
+        }
+    }
+    // Each device is in 9 of the 12 claims and has 8 keys: all 8 go, each once.
+    for (t, target) in targets.iter().enumerate() {
+        let distinct: BTreeSet<&String> = claimed[t].iter().collect();
+        assert_eq!(distinct.len(), claimed[t].len(), "a key of {} was handed out twice", target.user());
+        assert_eq!(distinct.len(), 8, "{}: {:?}", target.user(), claimed[t]);
+        assert_eq!(target.otk_count().await, 0);
+    }
 }

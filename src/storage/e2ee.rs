@@ -93,7 +93,8 @@ pub trait E2eeStore: Send + Sync {
     /// Takes one key per `(user, device, algorithm)`, all in one transaction: a
     /// one-time key (removed, never handed out twice, even to concurrent claims)
     /// or else the fallback key (marked used). Returns `(full key id, key json)`
-    /// for each request, in order.
+    /// for each request, in order. `wanted` comes sorted, so that concurrent
+    /// claims mark fallback keys in one order.
     async fn claim_keys(&self, wanted: &[(String, String, String)]) -> Result<Vec<Option<(String, String)>>>;
 
     async fn put_cross_signing_key(&self, user_id: &str, key_type: &str, key_json: &str) -> Result<()>;

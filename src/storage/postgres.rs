@@ -42,7 +42,7 @@ impl PgStore {
 
 impl_shared_sql!(PgStore);
 impl_room_sql!(PgStore);
-impl_e2ee_sql!(PgStore);
+impl_e2ee_sql!(PgStore, " FOR UPDATE SKIP LOCKED");
 impl_media_sql!(PgStore);
 impl_push_sql!(PgStore);
 

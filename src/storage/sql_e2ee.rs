@@ -1,7 +1,10 @@
 //! The end-to-end encryption SQL shared by SQLite and PostgreSQL (see `sql.rs` for why a macro).
 
 macro_rules! impl_e2ee_sql {
-    ($store:ty) => {
+    // `$row_lock`: what a SELECT appends to lock the row it reads, skipping rows other
+    // transactions hold (PostgreSQL); nothing on SQLite, whose one writer runs one
+    // transaction at a time.
+    ($store:ty, $row_lock:expr) => {
         #[async_trait::async_trait]
         impl $crate::storage::E2eeStore for $store {
             async fn put_device_keys(
@@ -129,58 +132,64 @@ macro_rules! impl_e2ee_sql {
             ) -> $crate::storage::Result<Vec<Option<(String, String)>>> {
                 // One transaction for the whole request: one commit, not one per device.
                 let mut tx = self.write.begin().await?;
-                let mut claimed = Vec::with_capacity(wanted.len());
-                for (user_id, device_id, algorithm) in wanted {
-                    // The DELETE decides who gets a key: under concurrent claims on
-                    // PostgreSQL the loser's DELETE matches no row, and it tries the next key.
-                    let mut one_time = None;
-                    loop {
-                        let taken: Option<(String, String)> = sqlx::query_as(
-                            "DELETE FROM e2e_one_time_keys
-                             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = (
-                                 SELECT key_id FROM e2e_one_time_keys
-                                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-                                 ORDER BY key_id LIMIT 1)
-                             RETURNING key_id, key_json",
-                        )
-                        .bind(user_id)
-                        .bind(device_id)
-                        .bind(algorithm)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if taken.is_some() {
-                            one_time = taken;
-                            break;
-                        }
-                        let left: i64 = sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM e2e_one_time_keys
-                             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3",
-                        )
-                        .bind(user_id)
-                        .bind(device_id)
-                        .bind(algorithm)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        if left == 0 {
-                            break;
+                let mut claimed: Vec<Option<(String, String)>> = vec![None; wanted.len()];
+                // Every wanted device's lowest one-time key, in one statement per chunk
+                // rather than one round trip per device. On PostgreSQL a key that a
+                // concurrent claim holds is skipped (`$row_lock`): the next key is taken,
+                // so no claim hands out a key twice, none waits for another, and claims
+                // of overlapping devices cannot deadlock.
+                let position: std::collections::HashMap<(&str, &str, &str), usize> = wanted
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (u, d, a))| ((u.as_str(), d.as_str(), a.as_str()), i))
+                    .collect();
+                for chunk in $crate::storage::sql_rooms::pow2_chunks(wanted, 3) {
+                    // The lowest key is looked up once (materialized; inline, PostgreSQL
+                    // ran the lookup twice, and it walks past the index entries of keys
+                    // claimed before and not yet vacuumed); the DELETE finds each by its key.
+                    let sql = format!(
+                        "WITH picked AS MATERIALIZED (
+                             SELECT w.column1 AS user_id, w.column2 AS device_id, w.column3 AS algorithm, (
+                                 SELECT m.key_id FROM e2e_one_time_keys m
+                                 WHERE m.user_id = w.column1 AND m.device_id = w.column2
+                                     AND m.algorithm = w.column3
+                                 ORDER BY m.key_id LIMIT 1{}) AS key_id
+                             FROM (VALUES {}) AS w)
+                         DELETE FROM e2e_one_time_keys WHERE (user_id, device_id, algorithm, key_id) IN (
+                             SELECT user_id, device_id, algorithm, key_id FROM picked)
+                         RETURNING user_id, device_id, algorithm, key_id, key_json",
+                        $row_lock,
+                        $crate::storage::sql_rooms::values_sql(chunk.len(), 3)
+                    );
+                    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                    for (user_id, device_id, algorithm) in chunk {
+                        query = query.bind(user_id).bind(device_id).bind(algorithm);
+                    }
+                    let rows: Vec<(String, String, String, String, String)> = query.fetch_all(&mut *tx).await?;
+                    for (user_id, device_id, algorithm, key_id, key_json) in rows {
+                        if let Some(&i) = position.get(&(user_id.as_str(), device_id.as_str(), algorithm.as_str())) {
+                            claimed[i] = Some((format!("{algorithm}:{key_id}"), key_json));
                         }
                     }
-                    let key = match one_time {
-                        Some(key) => Some(key),
-                        None => {
-                            sqlx::query_as(
-                                "UPDATE e2e_fallback_keys SET used = TRUE
-                                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-                                 RETURNING key_id, key_json",
-                            )
-                            .bind(user_id)
-                            .bind(device_id)
-                            .bind(algorithm)
-                            .fetch_optional(&mut *tx)
-                            .await?
-                        }
-                    };
-                    claimed.push(key.map(|(key_id, json): (String, String)| (format!("{algorithm}:{key_id}"), json)));
+                }
+                // Devices without a one-time key get their fallback key (marked used),
+                // in the callers' sorted order: concurrent claims wait for each other's
+                // fallback rows in one order.
+                for ((user_id, device_id, algorithm), slot) in wanted.iter().zip(claimed.iter_mut()) {
+                    if slot.is_some() {
+                        continue;
+                    }
+                    let fallback: Option<(String, String)> = sqlx::query_as(
+                        "UPDATE e2e_fallback_keys SET used = TRUE
+                         WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                         RETURNING key_id, key_json",
+                    )
+                    .bind(user_id)
+                    .bind(device_id)
+                    .bind(algorithm)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    *slot = fallback.map(|(key_id, json)| (format!("{algorithm}:{key_id}"), json));
                 }
                 tx.commit().await?;
                 Ok(claimed)

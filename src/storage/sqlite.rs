@@ -148,7 +148,7 @@ async fn checkpoint_wal(pool: SqlitePool, wal: Arc<WalState>, stop: tokio_util::
 
 impl_shared_sql!(SqliteStore);
 impl_room_sql!(SqliteStore);
-impl_e2ee_sql!(SqliteStore);
+impl_e2ee_sql!(SqliteStore, "");
 impl_media_sql!(SqliteStore);
 impl_push_sql!(SqliteStore);
 

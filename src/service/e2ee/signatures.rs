@@ -5,6 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use ruma::CanonicalJsonObject;
 use ruma::signatures::{to_canonical_json_string_for_signing, verify_canonical_json_bytes};
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::storage::SignatureRow;
@@ -56,25 +58,34 @@ pub(super) fn single_ed25519_key(object: &Value) -> Option<(String, String)> {
     (id.strip_prefix("ed25519:")? == key).then(|| (id.clone(), key.to_owned()))
 }
 
-/// Adds the stored signatures on `(user, key)` into `object.signatures`.
-pub(super) fn merge_signatures(object: &mut Value, user_id: &str, key: &str, rows: &[SignatureRow]) {
-    let mut relevant = rows.iter().filter(|r| r.target_user_id == user_id && r.target_key_id == key).peekable();
-    if relevant.peek().is_none() {
-        return;
+/// Stored signatures grouped by what they sign, `(target user, target key id)`:
+/// a `/keys/query` of many users looks each key's signatures up once, rather
+/// than scanning every signature row for every key.
+pub(super) struct SignaturesByTarget<'a>(HashMap<(&'a str, &'a str), Vec<&'a SignatureRow>>);
+
+impl<'a> SignaturesByTarget<'a> {
+    pub(super) fn new(rows: &'a [SignatureRow]) -> Self {
+        let mut by_target: HashMap<(&str, &str), Vec<&SignatureRow>> = HashMap::new();
+        for row in rows {
+            by_target.entry((&row.target_user_id, &row.target_key_id)).or_default().push(row);
+        }
+        Self(by_target)
     }
-    let Some(map) = object.as_object_mut() else { return };
-    let signatures = map.entry("signatures").or_insert_with(|| Value::Object(Map::new()));
-    if !signatures.is_object() {
-        *signatures = Value::Object(Map::new());
-    }
-    for row in relevant {
-        let by_signer = signatures
-            .as_object_mut()
-            .expect("made an object above")
-            .entry(row.signer_user_id.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(by_signer) = by_signer.as_object_mut() {
-            by_signer.insert(row.signer_key_id.clone(), Value::String(row.signature.clone()));
+
+    /// Adds the stored signatures on `(user, key)` into `object.signatures`.
+    pub(super) fn merge_into(&self, object: &mut Value, user_id: &str, key: &str) {
+        let Some(rows) = self.0.get(&(user_id, key)) else { return };
+        let Some(map) = object.as_object_mut() else { return };
+        let signatures = map.entry("signatures").or_insert_with(|| Value::Object(Map::new()));
+        if !signatures.is_object() {
+            *signatures = Value::Object(Map::new());
+        }
+        let signatures = signatures.as_object_mut().expect("made an object above");
+        for row in rows {
+            let by_signer = signatures.entry(row.signer_user_id.clone()).or_insert_with(|| Value::Object(Map::new()));
+            if let Some(by_signer) = by_signer.as_object_mut() {
+                by_signer.insert(row.signer_key_id.clone(), Value::String(row.signature.clone()));
+            }
         }
     }
 }
@@ -139,7 +150,11 @@ pub(super) mod tests {
             signer_key_id: "ed25519:S".into(),
             signature: "sig".into(),
         };
-        merge_signatures(&mut object, "@a:x", "D", &[row]);
+        let rows = [row];
+        let by_target = SignaturesByTarget::new(&rows);
+        by_target.merge_into(&mut object, "@a:x", "OTHER");
+        assert_eq!(object, json!({"keys": {}}), "no signatures on another key");
+        by_target.merge_into(&mut object, "@a:x", "D");
         assert_eq!(object["signatures"]["@a:x"]["ed25519:S"], "sig");
     }
 }
