@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::api::AppState;
 use crate::api::extract::{Auth, Json, Query};
 use crate::error::Result;
-use crate::service::e2ee::UploadRequest;
+use crate::service::e2ee::{KeysQueryResponse, UploadRequest};
 use crate::service::sync::SyncToken;
 
 pub fn routes() -> Router<AppState> {
@@ -47,7 +47,11 @@ struct QueryBody {
     timeout: Option<u64>,
 }
 
-async fn query(State(state): State<AppState>, auth: Auth, Json(body): Json<QueryBody>) -> Result<axum::Json<Value>> {
+async fn query(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<QueryBody>,
+) -> Result<axum::Json<KeysQueryResponse>> {
     Ok(axum::Json(state.services.e2ee.query_keys(&auth.requester, &body.device_keys).await?))
 }
 

@@ -3,13 +3,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::signatures::{self, SignaturesByTarget};
 use super::{E2ee, KeyCounts};
 use crate::error::{Error, Result};
 use crate::service::auth::Requester;
-use crate::storage::NewKey;
+use crate::storage::{DeviceKeysRow, NewKey};
 
 /// The algorithm clients count on seeing in `one_time_key_counts`, even at zero.
 const SIGNED_CURVE25519: &str = "signed_curve25519";
@@ -118,7 +120,11 @@ impl E2ee {
     }
 
     /// `/keys/query`: `wanted` maps users to device ids (empty = every device).
-    pub async fn query_keys(&self, requester: &Requester, wanted: &HashMap<String, Vec<String>>) -> Result<Value> {
+    pub async fn query_keys(
+        &self,
+        requester: &Requester,
+        wanted: &HashMap<String, Vec<String>>,
+    ) -> Result<KeysQueryResponse> {
         let mut failures = Map::new();
         let local: Vec<String> = wanted.keys().filter(|u| self.is_local(u)).cloned().collect();
         for user in wanted.keys().filter(|u| !self.is_local(u)) {
@@ -134,18 +140,17 @@ impl E2ee {
             self.storage.cross_signing_keys_of(&local),
         )?;
         let signatures = SignaturesByTarget::new(&signature_rows);
-        let mut device_keys: Map<String, Value> = local.iter().map(|u| (u.clone(), json!({}))).collect();
+        let mut device_keys: BTreeMap<String, BTreeMap<String, Box<RawValue>>> =
+            local.iter().map(|u| (u.clone(), BTreeMap::new())).collect();
         for row in device_rows {
             let devices = &wanted[&row.user_id];
             if !devices.is_empty() && !devices.contains(&row.device_id) {
                 continue;
             }
-            let Ok(mut keys) = serde_json::from_str::<Value>(&row.key_json) else { continue };
-            signatures.merge_into(&mut keys, &row.user_id, &row.device_id);
-            if let Some(name) = &row.display_name {
-                keys["unsigned"] = json!({ "device_display_name": name });
+            let Some(keys) = served_device_keys(&row, &signatures) else { continue };
+            if let Some(user) = device_keys.get_mut(&row.user_id) {
+                user.insert(row.device_id, keys);
             }
-            device_keys[&row.user_id][&row.device_id] = keys;
         }
         let mut master_keys = Map::new();
         let mut self_signing_keys = Map::new();
@@ -163,13 +168,7 @@ impl E2ee {
                 _ => None,
             };
         }
-        Ok(json!({
-            "device_keys": device_keys,
-            "master_keys": master_keys,
-            "self_signing_keys": self_signing_keys,
-            "user_signing_keys": user_signing_keys,
-            "failures": failures,
-        }))
+        Ok(KeysQueryResponse { device_keys, master_keys, self_signing_keys, user_signing_keys, failures })
     }
 
     /// `/keys/claim`: one key per requested device, `wanted` = user → device → algorithm.
@@ -209,6 +208,51 @@ impl E2ee {
     }
 }
 
+/// The `/keys/query` answer. Device keys are served as the stored text: a query
+/// of 1,000 users spent most of its CPU parsing, rebuilding and dropping a JSON
+/// tree per device.
+#[derive(Serialize)]
+pub struct KeysQueryResponse {
+    pub device_keys: BTreeMap<String, BTreeMap<String, Box<RawValue>>>,
+    pub master_keys: Map<String, Value>,
+    pub self_signing_keys: Map<String, Value>,
+    pub user_signing_keys: Map<String, Value>,
+    pub failures: Map<String, Value>,
+}
+
+/// A device's keys as served: the stored object with the signatures others
+/// uploaded on it and its display name as `unsigned.device_display_name`.
+/// `None` when what is stored is not a JSON object.
+fn served_device_keys(row: &DeviceKeysRow, signatures: &SignaturesByTarget) -> Option<Box<RawValue>> {
+    if signatures.contains(&row.user_id, &row.device_id) {
+        let mut keys: Value = serde_json::from_str(&row.key_json).ok()?;
+        let object = keys.as_object_mut()?;
+        if let Some(name) = &row.display_name {
+            object.insert("unsigned".to_owned(), json!({ "device_display_name": name }));
+        }
+        signatures.merge_into(&mut keys, &row.user_id, &row.device_id);
+        return serde_json::value::to_raw_value(&keys).ok();
+    }
+    // Nothing to merge: the display name is spliced into the text (stored keys
+    // never hold `unsigned`: the upload drops it). The result is checked to be JSON.
+    let open = row.key_json.trim_end().strip_suffix('}')?.trim_end();
+    if !open.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut text = String::with_capacity(row.key_json.len() + 64);
+    text.push_str(open);
+    if let Some(name) = &row.display_name {
+        if open.trim_start() != "{" {
+            text.push(',');
+        }
+        text.push_str(r#""unsigned":{"device_display_name":"#);
+        text.push_str(&serde_json::to_string(name).ok()?);
+        text.push('}');
+    }
+    text.push('}');
+    RawValue::from_string(text).ok()
+}
+
 /// `"<algorithm>:<id>"` and its key (an object, or a bare string for unsigned curve25519).
 fn new_key(id: &str, key: &Value) -> Result<NewKey> {
     let (algorithm, key_id) = id
@@ -224,6 +268,7 @@ fn new_key(id: &str, key: &Value) -> Result<NewKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SignatureRow;
 
     #[test]
     fn key_ids() {
@@ -234,5 +279,45 @@ mod tests {
             assert_eq!(new_key(bad, &json!({})).unwrap_err().errcode, "M_INVALID_PARAM", "{bad}");
         }
         assert_eq!(new_key("a:b", &json!(5)).unwrap_err().errcode, "M_BAD_JSON");
+    }
+
+    fn row(key_json: &str, display_name: Option<&str>) -> DeviceKeysRow {
+        DeviceKeysRow {
+            user_id: "@a:x".into(),
+            device_id: "D".into(),
+            key_json: key_json.into(),
+            display_name: display_name.map(Into::into),
+        }
+    }
+
+    fn served(row: &DeviceKeysRow, signatures: &[SignatureRow]) -> Option<Value> {
+        let by_target = SignaturesByTarget::new(signatures);
+        served_device_keys(row, &by_target).map(|raw| serde_json::from_str(raw.get()).unwrap())
+    }
+
+    #[test]
+    fn device_keys_are_served_with_display_name_and_others_signatures() {
+        let stored = r#"{"device_id":"D","keys":{"ed25519:D":"k"},"signatures":{"@a:x":{"ed25519:D":"s"}}}"#;
+        let plain: Value = serde_json::from_str(stored).unwrap();
+        assert_eq!(served(&row(stored, None), &[]), Some(plain.clone()));
+        let mut named = plain.clone();
+        named["unsigned"] = json!({"device_display_name": "Phone \"1\""});
+        assert_eq!(served(&row(stored, Some("Phone \"1\"")), &[]), Some(named.clone()));
+        assert_eq!(served(&row(" {} ", Some("n")), &[]), Some(json!({"unsigned": {"device_display_name": "n"}})));
+
+        let signature = SignatureRow {
+            target_user_id: "@a:x".into(),
+            target_key_id: "D".into(),
+            signer_user_id: "@a:x".into(),
+            signer_key_id: "ed25519:SSK".into(),
+            signature: "by-ssk".into(),
+        };
+        let mut signed = named;
+        signed["signatures"]["@a:x"]["ed25519:SSK"] = json!("by-ssk");
+        assert_eq!(served(&row(stored, Some("Phone \"1\"")), &[signature]), Some(signed));
+
+        for bad in ["[1]", "null", "{\"a\":}", "{\"a\":1", "}"] {
+            assert_eq!(served(&row(bad, Some("n")), &[]), None, "{bad}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use backup::{BackupKeys, KeyBackup, KeyBackupData};
 pub use device_lists::DeviceListDelta;
-pub use keys::UploadRequest;
+pub use keys::{KeysQueryResponse, UploadRequest};
 pub use to_device::ToDeviceBatch;
 
 use crate::config::Config;

@@ -72,6 +72,11 @@ impl<'a> SignaturesByTarget<'a> {
         Self(by_target)
     }
 
+    /// Whether anything is stored on `(user, key)`.
+    pub(super) fn contains(&self, user_id: &str, key: &str) -> bool {
+        self.0.contains_key(&(user_id, key))
+    }
+
     /// Adds the stored signatures on `(user, key)` into `object.signatures`.
     pub(super) fn merge_into(&self, object: &mut Value, user_id: &str, key: &str) {
         let Some(rows) = self.0.get(&(user_id, key)) else { return };
