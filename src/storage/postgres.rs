@@ -42,7 +42,12 @@ impl PgStore {
 
 impl_shared_sql!(PgStore);
 impl_room_sql!(PgStore);
-impl_e2ee_sql!(PgStore, " FOR UPDATE SKIP LOCKED");
+impl_e2ee_sql!(PgStore, " FOR UPDATE SKIP LOCKED", list_placeholders);
+
+/// `$1, ..., $n`.
+fn list_placeholders(n: usize) -> String {
+    super::sql_rooms::placeholders(1, n)
+}
 impl_media_sql!(PgStore);
 impl_push_sql!(PgStore);
 

@@ -3,8 +3,9 @@
 macro_rules! impl_e2ee_sql {
     // `$row_lock`: what a SELECT appends to lock the row it reads, skipping rows other
     // transactions hold (PostgreSQL); nothing on SQLite, whose one writer runs one
-    // transaction at a time.
-    ($store:ty, $row_lock:expr) => {
+    // transaction at a time. `$list_placeholders(n)`: the placeholders of a statement
+    // whose only parameters are an n-item list (see `sqlite::list_placeholders`).
+    ($store:ty, $row_lock:expr, $list_placeholders:path) => {
         #[async_trait::async_trait]
         impl $crate::storage::E2eeStore for $store {
             async fn put_device_keys(
@@ -37,7 +38,7 @@ macro_rules! impl_e2ee_sql {
                     "SELECT k.user_id, k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
                      JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
                      WHERE k.user_id IN ({})",
-                    $crate::storage::sql_rooms::placeholders(1, user_ids.len())
+                    $list_placeholders(user_ids.len())
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in user_ids {
@@ -222,7 +223,7 @@ macro_rules! impl_e2ee_sql {
                 }
                 let sql = format!(
                     "SELECT user_id, key_type, key_json FROM e2e_cross_signing_keys WHERE user_id IN ({})",
-                    $crate::storage::sql_rooms::placeholders(1, user_ids.len())
+                    $list_placeholders(user_ids.len())
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in user_ids {
@@ -263,7 +264,7 @@ macro_rules! impl_e2ee_sql {
                 let sql = format!(
                     "SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature
                      FROM e2e_signatures WHERE target_user_id IN ({})",
-                    $crate::storage::sql_rooms::placeholders(1, user_ids.len())
+                    $list_placeholders(user_ids.len())
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in user_ids {
