@@ -170,6 +170,8 @@ pub struct Meter {
     cpu: f64,
     server: Option<ProcessSample>,
     server_pid: Option<u32>,
+    /// Set by `stop`: the phase's wall time, this process's CPU and the server's sample.
+    stopped: Option<(Duration, f64, Option<ProcessSample>)>,
 }
 
 impl Meter {
@@ -179,7 +181,16 @@ impl Meter {
             server_pid: opts.server_pid,
             cpu: own_cpu_seconds(),
             start: Instant::now(),
+            stopped: None,
         }
+    }
+
+    /// Ends the measured time before the tool's own work on the answers (parsing
+    /// and checking them), which then counts in neither the phase's throughput
+    /// nor its CPU time.
+    pub fn stop(&mut self) {
+        let server_after = self.server_pid.and_then(ProcessSample::read);
+        self.stopped = Some((self.start.elapsed(), own_cpu_seconds() - self.cpu, server_after));
     }
 
     /// The phase's report: `histogram` holds its samples; `concurrency` is how
@@ -193,9 +204,9 @@ impl Meter {
         errors: u64,
         error_samples: Vec<String>,
     ) -> Report {
-        let elapsed = self.start.elapsed();
-        let cpu = own_cpu_seconds() - self.cpu;
-        let server_after = self.server_pid.and_then(ProcessSample::read);
+        let (elapsed, cpu, server_after) = self.stopped.unwrap_or_else(|| {
+            (self.start.elapsed(), own_cpu_seconds() - self.cpu, self.server_pid.and_then(ProcessSample::read))
+        });
         let mut report =
             Report::new(name, ctx, histogram, errors, error_samples, elapsed, cpu, self.server.zip(server_after));
         report.concurrency = concurrency;
