@@ -79,7 +79,11 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
             since = Some(now);
         }
         let _waiting = services.notifier.waiting();
-        if services.notifier.is_closing() || tokio::time::timeout_at(deadline, notified).await.is_err() {
+        // A deadline already reached (`timeout=0`) answers at once: the timer
+        // rounds deadlines up to its next millisecond tick, so waiting for one
+        // that has passed still took ~1 ms.
+        let expired = tokio::time::Instant::now() >= deadline;
+        if expired || services.notifier.is_closing() || tokio::time::timeout_at(deadline, notified).await.is_err() {
             let keys = Box::pin(services.e2ee.key_counts(user_id, &request.device_id)).await?;
             return Ok(json!({
                 "next_batch": since.unwrap_or(now).to_string(),
