@@ -1298,3 +1298,50 @@ async fn concurrent_claims_of_overlapping_devices_all_succeed() {
         assert_eq!(target.otk_count().await, 0);
     }
 }
+
+#[tokio::test]
+async fn query_answers_follow_every_change_of_the_keys() {
+    // Answers are kept in memory per user: each change must show in the next
+    // query, asked right after it (no wait for device lists).
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let devices_of = |body: &Value| -> BTreeSet<String> {
+        body["device_keys"][alice.user()].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    };
+    let body = query(&bob.client, &[alice.user()]).await;
+    assert_eq!(body["device_keys"][alice.user()], json!({}), "no keys yet: {body}");
+
+    alice.upload_device_keys().await;
+    let body = query(&bob.client, &[alice.user()]).await;
+    assert_eq!(devices_of(&body), BTreeSet::from([alice.id().to_owned()]), "{body}");
+    assert!(body["master_keys"][alice.user()].is_null(), "{body}");
+
+    let path = format!("{V3}/devices/{}", enc(alice.id()));
+    assert_ok(alice.client.put(&path, json!({ "display_name": "Renamed" })).await);
+    let body = query(&bob.client, &[alice.user()]).await;
+    assert_eq!(body["device_keys"][alice.user()][alice.id()]["unsigned"]["device_display_name"], "Renamed");
+
+    let keys = upload_cross_signing(&alice).await;
+    let body = query(&bob.client, &[alice.user()]).await;
+    assert_eq!(without_unsigned(&body["master_keys"][alice.user()]), keys.master_key(alice.user()), "{body}");
+
+    let mut device = alice.device_keys();
+    device.as_object_mut().unwrap().remove("signatures");
+    sign(&mut device, alice.user(), &keys.ssk_key_id(), &keys.self_signing);
+    let resp = assert_ok(signatures_upload(&alice.client, json!({ alice.user(): { alice.id(): device } })).await);
+    assert!(resp["failures"].is_null() || resp["failures"] == json!({}), "{resp}");
+    let body = query(&bob.client, &[alice.user()]).await;
+    let on_device = signatures_at(&body, "device_keys", alice.user(), Some(alice.id()));
+    assert!(on_device[keys.ssk_key_id()].is_string(), "the new signature must show: {body}");
+
+    let second = login_again(&server, &alice).await;
+    second.upload_device_keys().await;
+    let body = query(&bob.client, &[alice.user()]).await;
+    assert_eq!(devices_of(&body), BTreeSet::from([alice.id().to_owned(), second.id().to_owned()]), "{body}");
+
+    let path = format!("{V3}/devices/{}", enc(second.id()));
+    assert_ok(alice.client.with_password_uia(Method::DELETE, &path, json!({}), PASSWORD).await);
+    let body = query(&bob.client, &[alice.user()]).await;
+    assert_eq!(devices_of(&body), BTreeSet::from([alice.id().to_owned()]), "deleted device still listed: {body}");
+}

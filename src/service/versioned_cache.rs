@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A key's version: the cache-wide epoch and the key's own count of changes.
-type Version = (u64, u64);
+pub type Version = (u64, u64);
 
 pub struct VersionedCache<K, V> {
     /// Bumped by `changed_all`.
@@ -64,6 +64,27 @@ where
         let version = self.version(key);
         self.values.try_get_with((key.clone(), version), load()).await.map_err(|e| E::clone(&e))
     }
+
+    /// For loading many keys in one read: the cached values of `keys` by
+    /// index, and for each key not cached its index and the version to
+    /// `insert` its value under (read now, before the database is).
+    pub async fn get_many(&self, keys: &[K]) -> (Vec<(usize, V)>, Vec<(usize, Version)>) {
+        let (mut hits, mut misses) = (Vec::new(), Vec::new());
+        for (i, key) in keys.iter().enumerate() {
+            let version = self.version(key);
+            match self.values.get(&(key.clone(), version)).await {
+                Some(value) => hits.push((i, value)),
+                None => misses.push((i, version)),
+            }
+        }
+        (hits, misses)
+    }
+
+    /// Caches a value read after `get_many` gave `version` (a change since
+    /// then leaves it unserved).
+    pub async fn insert(&self, key: K, version: Version, value: V) {
+        self.values.insert((key, version), value).await;
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +114,28 @@ mod tests {
         cache.changed_all();
         cache.values.insert(("k", before), 3).await;
         assert_eq!(read(&cache, 4).await, 4, "a change of every key");
+    }
+
+    #[tokio::test]
+    async fn batch_loads_are_never_served_after_a_change() {
+        let cache = VersionedCache::<&'static str, i32>::new(10);
+        let (hits, misses) = cache.get_many(&["a", "b"]).await;
+        assert!(hits.is_empty());
+        assert_eq!(misses.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
+        // "b" changes while the batch is being read: its value may be stale.
+        cache.changed(&"b");
+        for (i, version) in misses {
+            cache.insert(["a", "b"][i], version, 1).await;
+        }
+        let (hits, misses) = cache.get_many(&["a", "b"]).await;
+        assert_eq!(hits, [(0, 1)]);
+        assert_eq!(misses.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1], "b is read again");
+        // Shared with get_or_load.
+        assert_eq!(read_key(&cache, "a", 5).await, 1);
+    }
+
+    async fn read_key(cache: &VersionedCache<&'static str, i32>, key: &'static str, db: i32) -> i32 {
+        cache.get_or_load(&key, || async { Ok::<_, ()>(db) }).await.unwrap()
     }
 
     #[tokio::test]

@@ -25,6 +25,9 @@ impl E2ee {
     /// Records a change to the user's devices or keys and wakes everyone who
     /// tracks them (the user's own devices included).
     pub async fn device_list_changed(&self, user_id: &str) -> Result<()> {
+        // Every change of a user's devices, device keys, cross-signing keys or
+        // signatures on them comes here after it is stored.
+        self.served_keys.changed(&user_id.to_owned());
         let storage = &self.storage;
         self.device_lists
             .append(|position| async move { Ok(storage.mark_device_list_changed(user_id, position).await?) })

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -133,42 +133,60 @@ impl E2ee {
             failures
                 .insert(server.to_owned(), json!({"errcode": "M_UNREACHABLE", "error": "Federation is not supported"}));
         }
-        // Three reads at once: a query of many users waits for one round trip, not three.
-        let (signature_rows, device_rows, cross_signing_rows) = tokio::try_join!(
-            self.storage.signatures_on(&local),
-            self.storage.device_keys_of(&local),
-            self.storage.cross_signing_keys_of(&local),
-        )?;
-        let signatures = SignaturesByTarget::new(&signature_rows);
-        let mut device_keys: BTreeMap<String, BTreeMap<String, Box<RawValue>>> =
-            local.iter().map(|u| (u.clone(), BTreeMap::new())).collect();
-        for row in device_rows {
-            let devices = &wanted[&row.user_id];
-            if !devices.is_empty() && !devices.contains(&row.device_id) {
-                continue;
-            }
-            let Some(keys) = served_device_keys(&row, &signatures) else { continue };
-            if let Some(user) = device_keys.get_mut(&row.user_id) {
-                user.insert(row.device_id, keys);
+        // Each user's keys from memory, the others in one batch of reads.
+        let (hits, misses) = self.served_keys.get_many(&local).await;
+        let mut served: Vec<Option<Arc<ServedUserKeys>>> = vec![None; local.len()];
+        for (i, keys) in hits {
+            served[i] = Some(keys);
+        }
+        if !misses.is_empty() {
+            let users: Vec<String> = misses.iter().map(|(i, _)| local[*i].clone()).collect();
+            let mut loaded = self.load_served_keys(&users).await?;
+            for (i, version) in misses {
+                let keys = Arc::new(loaded.remove(&local[i]).unwrap_or_default());
+                self.served_keys.insert(local[i].clone(), version, keys.clone()).await;
+                served[i] = Some(keys);
             }
         }
-        let mut master_keys = Map::new();
-        let mut self_signing_keys = Map::new();
-        let mut user_signing_keys = Map::new();
+        let users = local
+            .into_iter()
+            .zip(served)
+            .map(|(user, keys)| {
+                let devices = wanted.get(&user).cloned().unwrap_or_default();
+                (user, keys.unwrap_or_default(), devices)
+            })
+            .collect();
+        Ok(KeysQueryResponse { users, requester: requester.user_id.clone(), failures })
+    }
+
+    /// The keys of `users` as served, read in one batch (three reads at once).
+    async fn load_served_keys(&self, users: &[String]) -> Result<HashMap<String, ServedUserKeys>> {
+        let (signature_rows, device_rows, cross_signing_rows) = tokio::try_join!(
+            self.storage.signatures_on(users),
+            self.storage.device_keys_of(users),
+            self.storage.cross_signing_keys_of(users),
+        )?;
+        let signatures = SignaturesByTarget::new(&signature_rows);
+        let mut loaded: HashMap<String, ServedUserKeys> = HashMap::new();
+        for row in device_rows {
+            let Some(keys) = served_device_keys(&row, &signatures) else { continue };
+            loaded.entry(row.user_id).or_default().devices.push((row.device_id, keys));
+        }
         for row in cross_signing_rows {
             let Ok(mut key) = serde_json::from_str::<Value>(&row.key_json) else { continue };
             if let Some((_, public)) = signatures::single_ed25519_key(&key) {
                 signatures.merge_into(&mut key, &row.user_id, &public);
             }
+            let Ok(key) = serde_json::value::to_raw_value(&key) else { continue };
+            let user = loaded.entry(row.user_id).or_default();
             match row.key_type.as_str() {
-                "master" => master_keys.insert(row.user_id, key),
-                "self_signing" => self_signing_keys.insert(row.user_id, key),
-                // Only the owner sees their user-signing key.
-                "user_signing" if row.user_id == requester.user_id => user_signing_keys.insert(row.user_id, key),
-                _ => None,
-            };
+                "master" => user.master = Some(key),
+                "self_signing" => user.self_signing = Some(key),
+                "user_signing" => user.user_signing = Some(key),
+                _ => {}
+            }
         }
-        Ok(KeysQueryResponse { device_keys, master_keys, self_signing_keys, user_signing_keys, failures })
+        Ok(loaded)
     }
 
     /// `/keys/claim`: one key per requested device, `wanted` = user → device → algorithm.
@@ -208,16 +226,82 @@ impl E2ee {
     }
 }
 
-/// The `/keys/query` answer. Device keys are served as the stored text: a query
-/// of 1,000 users spent most of its CPU parsing, rebuilding and dropping a JSON
-/// tree per device.
-#[derive(Serialize)]
+/// One user's keys as `/keys/query` serves them: device keys as the stored
+/// text (a query of 1,000 users spent most of its CPU parsing, rebuilding and
+/// dropping a JSON tree per device), with others' signatures merged in.
+#[derive(Default)]
+pub struct ServedUserKeys {
+    devices: Vec<(String, Box<RawValue>)>,
+    master: Option<Box<RawValue>>,
+    self_signing: Option<Box<RawValue>>,
+    user_signing: Option<Box<RawValue>>,
+}
+
+/// The `/keys/query` answer, written from the users' served keys.
 pub struct KeysQueryResponse {
-    pub device_keys: BTreeMap<String, BTreeMap<String, Box<RawValue>>>,
-    pub master_keys: Map<String, Value>,
-    pub self_signing_keys: Map<String, Value>,
-    pub user_signing_keys: Map<String, Value>,
-    pub failures: Map<String, Value>,
+    /// Every local user asked about, their keys, and the devices asked for (none = all).
+    users: Vec<(String, Arc<ServedUserKeys>, Vec<String>)>,
+    requester: String,
+    failures: Map<String, Value>,
+}
+
+impl Serialize for KeysQueryResponse {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let users = &self.users;
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("device_keys", &DeviceKeysOf(users))?;
+        map.serialize_entry("master_keys", &CrossSigningOf { users, only: None, key: |k| k.master.as_deref() })?;
+        let self_signing = CrossSigningOf { users, only: None, key: |k| k.self_signing.as_deref() };
+        map.serialize_entry("self_signing_keys", &self_signing)?;
+        // Only the owner sees their user-signing key.
+        let only = Some(self.requester.as_str());
+        map.serialize_entry("user_signing_keys", &CrossSigningOf { users, only, key: |k| k.user_signing.as_deref() })?;
+        map.serialize_entry("failures", &self.failures)?;
+        map.end()
+    }
+}
+
+type ServedUsers = [(String, Arc<ServedUserKeys>, Vec<String>)];
+
+/// `device_keys`: user -> device -> keys, every user asked about (even without devices).
+struct DeviceKeysOf<'a>(&'a ServedUsers);
+
+impl Serialize for DeviceKeysOf<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(user, keys, wanted)| (user, UserDevices { keys, wanted })))
+    }
+}
+
+struct UserDevices<'a> {
+    keys: &'a ServedUserKeys,
+    wanted: &'a [String],
+}
+
+impl Serialize for UserDevices<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let wanted = |device: &String| self.wanted.is_empty() || self.wanted.contains(device);
+        serializer.collect_map(self.keys.devices.iter().filter(|(device, _)| wanted(device)).map(|(d, k)| (d, k)))
+    }
+}
+
+/// One kind of cross-signing key: user -> key, for the users who have one.
+struct CrossSigningOf<'a> {
+    users: &'a ServedUsers,
+    /// Only this user's (the user-signing key).
+    only: Option<&'a str>,
+    key: fn(&ServedUserKeys) -> Option<&RawValue>,
+}
+
+impl Serialize for CrossSigningOf<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let shown = |user: &String| self.only.is_none_or(|only| only == user);
+        serializer.collect_map(
+            self.users
+                .iter()
+                .filter(|(user, _, _)| shown(user))
+                .filter_map(|(user, keys, _)| (self.key)(keys).map(|key| (user, key))),
+        )
+    }
 }
 
 /// A device's keys as served: the stored object with the signatures others

@@ -35,6 +35,8 @@ pub struct E2ee {
     backup_write: tokio::sync::Mutex<()>,
     /// Each device's one-time key counts and unused fallback key types (every /sync sends them).
     key_counts: VersionedCache<(String, String), Arc<KeyCounts>>,
+    /// Each user's keys as `/keys/query` serves them (changed with the device list).
+    served_keys: VersionedCache<String, Arc<keys::ServedUserKeys>>,
     /// The to-device position up to which each device's messages were deleted.
     to_device_acked: moka::sync::Cache<(String, String), i64>,
 }
@@ -47,6 +49,8 @@ pub struct KeyCounts {
 
 /// Devices whose key counts and to-device acknowledgements are kept in memory.
 const MAX_CACHED_DEVICES: u64 = 100_000;
+/// Users whose served keys are kept in memory (~1 KB per device).
+const MAX_CACHED_USER_KEYS: u64 = 10_000;
 
 impl E2ee {
     pub async fn new(config: Arc<Config>, storage: Arc<dyn Storage>, notifier: Arc<Notifier>) -> Result<Self> {
@@ -60,6 +64,7 @@ impl E2ee {
             to_device,
             backup_write: tokio::sync::Mutex::new(()),
             key_counts: VersionedCache::new(MAX_CACHED_DEVICES),
+            served_keys: VersionedCache::new(MAX_CACHED_USER_KEYS),
             to_device_acked: moka::sync::Cache::new(MAX_CACHED_DEVICES),
         })
     }
