@@ -164,7 +164,7 @@ impl MediaService {
                 writer.abort().await;
                 return Err(too_large());
             }
-            if let Err(e) = writer.write(&chunk).await {
+            if let Err(e) = writer.write(chunk).await {
                 writer.abort().await;
                 return Err(Error::internal(e));
             }

@@ -5,12 +5,14 @@
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncSeekExt;
 
 /// A stream of a file's bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -18,7 +20,7 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 /// Content being written: bytes go in as they arrive; `commit` files them under their hash.
 #[async_trait]
 pub trait ContentWriter: Send {
-    async fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()>;
     /// Bytes written so far.
     fn written(&self) -> u64;
     /// Stores the content; returns its sha256 (lowercase hex).
@@ -40,7 +42,7 @@ pub trait ContentStore: Send + Sync {
 /// Stores `bytes` (a thumbnail, a fetched image) and returns its hash.
 pub async fn put_bytes(store: &dyn ContentStore, bytes: &[u8]) -> io::Result<String> {
     let mut writer = store.writer().await?;
-    writer.write(bytes).await?;
+    writer.write(Bytes::copy_from_slice(bytes)).await?;
     writer.commit().await
 }
 
@@ -71,20 +73,97 @@ impl LocalContentStore {
     }
 }
 
+/// Hashes and writes on a blocking thread of its own while the upload's next
+/// bytes arrive (one after the other on the async side, a 500 MB upload took
+/// ~0.9 s with the machine half idle); the file is made durable before `commit`
+/// returns, its writeback started as it grows so that the final sync is short.
 struct LocalWriter {
-    file: BufWriter<tokio::fs::File>,
+    chunks: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    done: tokio::task::JoinHandle<io::Result<String>>,
+    /// Set when the content will not be kept: the thread then skips the sync.
+    dropped: Arc<AtomicBool>,
     tmp_path: PathBuf,
     content_root: PathBuf,
-    hasher: Sha256,
     len: u64,
+}
+
+/// Chunks queued for the writing thread (a request body's chunks are tens of KB).
+const QUEUED_CHUNKS: usize = 32;
+/// Writeback is started each time this much more is written.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// The writing thread: hash, write, start writeback; at the end sync the file.
+fn write_chunks(
+    mut file: std::fs::File,
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    dropped: &AtomicBool,
+) -> io::Result<String> {
+    use std::io::Write;
+    let mut hasher = Sha256::new();
+    let (mut written, mut flushed) = (0u64, 0u64);
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+        file.write_all(&chunk)?;
+        written += chunk.len() as u64;
+        if written - flushed >= WRITEBACK_STEP {
+            start_writeback(&file, flushed, written - flushed);
+            flushed = written;
+        }
+    }
+    if !dropped.load(Ordering::Acquire) {
+        file.sync_all()?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Asks the kernel to start writing `len` bytes from `offset` to disk, without
+/// waiting (Linux; elsewhere the final sync does it all).
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: `file` is an open descriptor for the call's duration; the call
+    // only schedules writeback of its pages, and its failure is harmless (the
+    // final sync writes them).
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
+impl LocalWriter {
+    /// The writing thread's outcome, once every chunk is handed over.
+    async fn finish(&mut self) -> io::Result<String> {
+        self.chunks = None;
+        match (&mut self.done).await {
+            Ok(result) => result,
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // Neither committed nor aborted (the request went away): nothing to sync.
+        self.dropped.store(true, Ordering::Release);
+    }
 }
 
 #[async_trait]
 impl ContentWriter for LocalWriter {
-    async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.hasher.update(chunk);
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         self.len += chunk.len() as u64;
-        self.file.write_all(chunk).await
+        let sent = match &self.chunks {
+            Some(chunks) => chunks.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        Err(self.finish().await.err().unwrap_or_else(|| io::Error::other("the upload's writer stopped")))
     }
 
     fn written(&self) -> u64 {
@@ -92,9 +171,13 @@ impl ContentWriter for LocalWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> io::Result<String> {
-        self.file.flush().await?;
-        self.file.get_ref().sync_all().await?;
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let sha256 = match self.finish().await {
+            Ok(sha256) => sha256,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&self.tmp_path).await;
+                return Err(e);
+            }
+        };
         let dir = self.content_root.join(&sha256[0..2]).join(&sha256[2..4]);
         tokio::fs::create_dir_all(&dir).await?;
         let target = dir.join(&sha256);
@@ -107,8 +190,9 @@ impl ContentWriter for LocalWriter {
         Ok(sha256)
     }
 
-    async fn abort(self: Box<Self>) {
-        drop(self.file);
+    async fn abort(mut self: Box<Self>) {
+        self.dropped.store(true, Ordering::Release);
+        let _ = self.finish().await;
         let _ = tokio::fs::remove_file(&self.tmp_path).await;
     }
 }
@@ -122,12 +206,19 @@ impl ContentStore for LocalContentStore {
             (0..24).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect()
         };
         let tmp_path = self.root.join("tmp").join(name);
-        let file = tokio::fs::File::create(&tmp_path).await?;
+        let file = tokio::fs::File::create(&tmp_path).await?.into_std().await;
+        let (chunks, queue) = tokio::sync::mpsc::channel(QUEUED_CHUNKS);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let done = {
+            let dropped = dropped.clone();
+            tokio::task::spawn_blocking(move || write_chunks(file, queue, &dropped))
+        };
         Ok(Box::new(LocalWriter {
-            file: BufWriter::with_capacity(256 * 1024, file),
+            chunks: Some(chunks),
+            done,
+            dropped,
             tmp_path,
             content_root: self.root.join("content"),
-            hasher: Sha256::new(),
             len: 0,
         }))
     }
@@ -189,6 +280,29 @@ mod tests {
         assert!(store.read("../../etc/passwd").await.unwrap().is_none());
         store.delete(&a).await.unwrap();
         assert!(store.read(&a).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn large_content_is_hashed_and_kept_and_an_abort_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalContentStore::open(dir.path().to_path_buf()).unwrap();
+        // Past the writeback step, in chunks of several sizes.
+        let content: Vec<u8> = (0..(WRITEBACK_STEP as usize * 2 + 12_345)).map(|i| (i % 251) as u8).collect();
+        let mut writer = store.writer().await.unwrap();
+        for chunk in content.chunks(700_001) {
+            writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        assert_eq!(writer.written(), content.len() as u64);
+        let sha256 = writer.commit().await.unwrap();
+        assert_eq!(sha256, hex::encode(Sha256::digest(&content)));
+        assert_eq!(store.read(&sha256).await.unwrap().unwrap(), content);
+
+        let mut writer = store.writer().await.unwrap();
+        writer.write(Bytes::from_static(b"not kept")).await.unwrap();
+        writer.abort().await;
+        let left = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        assert_eq!(left, 0, "an aborted upload leaves no file");
+        assert_eq!(walk(&dir.path().join("content")), 1);
     }
 
     fn walk(dir: &std::path::Path) -> usize {
