@@ -67,6 +67,25 @@ async fn login_with_a_given_device_id_and_name() {
 }
 
 #[tokio::test]
+async fn logging_in_to_a_known_device_keeps_its_name() {
+    // `initial_device_display_name` is ignored when `device_id` names a known device.
+    let server = TestServer::start().await;
+    server.register("alice", "password-a").await;
+    let client = server.client();
+    let mut alice = None;
+    for name in ["Alice's laptop", "Another name"] {
+        let body = json!({ "type": "m.login.password",
+                           "identifier": { "type": "m.id.user", "user": "alice" },
+                           "password": "password-a",
+                           "device_id": "LAPTOP",
+                           "initial_device_display_name": name });
+        alice = Some(client.logged_in(&assert_ok(client.post(LOGIN, body).await)));
+    }
+    let device = assert_ok(alice.unwrap().get("/_matrix/client/v3/devices/LAPTOP").await);
+    assert_eq!(device["display_name"], json!("Alice's laptop"));
+}
+
+#[tokio::test]
 async fn wrong_password_is_forbidden() {
     let server = TestServer::start().await;
     server.register("alice", "password-a").await;

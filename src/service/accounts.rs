@@ -160,8 +160,7 @@ impl Accounts {
             )
             .await?;
         self.auth.forget(&revoked).await;
-        // A login naming an existing device may rename it: others see the new name.
-        if new_device || request.display_name.is_some() {
+        if new_device {
             self.e2ee.device_list_changed(user_id).await?;
         }
         Ok(SessionTokens { user_id: user_id.to_owned(), device_id, access_token, refresh_token, expires_in_ms })

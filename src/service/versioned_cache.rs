@@ -92,7 +92,11 @@ mod tests {
     use super::*;
 
     async fn read(cache: &VersionedCache<&'static str, i32>, db: i32) -> i32 {
-        cache.get_or_load(&"k", || async { Ok::<_, ()>(db) }).await.unwrap()
+        read_key(cache, "k", db).await
+    }
+
+    async fn read_key(cache: &VersionedCache<&'static str, i32>, key: &'static str, db: i32) -> i32 {
+        cache.get_or_load(&key, || async { Ok::<_, ()>(db) }).await.unwrap()
     }
 
     #[tokio::test]
@@ -132,10 +136,6 @@ mod tests {
         assert_eq!(misses.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1], "b is read again");
         // Shared with get_or_load.
         assert_eq!(read_key(&cache, "a", 5).await, 1);
-    }
-
-    async fn read_key(cache: &VersionedCache<&'static str, i32>, key: &'static str, db: i32) -> i32 {
-        cache.get_or_load(&key, || async { Ok::<_, ()>(db) }).await.unwrap()
     }
 
     #[tokio::test]

@@ -48,6 +48,7 @@ impl_e2ee_sql!(PgStore, " FOR UPDATE SKIP LOCKED", list_placeholders);
 fn list_placeholders(n: usize) -> String {
     super::sql_rooms::placeholders(1, n)
 }
+
 impl_media_sql!(PgStore);
 impl_push_sql!(PgStore);
 

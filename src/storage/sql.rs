@@ -104,9 +104,10 @@ macro_rules! impl_shared_sql {
             ) -> $crate::storage::Result<Vec<String>> {
                 let mut tx = self.write.begin().await?;
                 sqlx::query(
+                    // A known device keeps its name: the spec has `initial_device_display_name`
+                    // ignored when `device_id` names one.
                     "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (user_id, device_id)
-                     DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name)",
+                     ON CONFLICT (user_id, device_id) DO NOTHING",
                 )
                 .bind(s.user_id)
                 .bind(s.device_id)

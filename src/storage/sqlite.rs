@@ -159,6 +159,7 @@ fn list_placeholders(n: usize) -> String {
     list.truncate(list.len().saturating_sub(2));
     list
 }
+
 impl_media_sql!(SqliteStore);
 impl_push_sql!(SqliteStore);
 

@@ -1,12 +1,12 @@
 //! Checking ed25519 signatures on key objects (device keys, cross-signing keys),
 //! and merging the signatures others uploaded into the objects served.
 
+use std::collections::HashMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use ruma::CanonicalJsonObject;
 use ruma::signatures::{to_canonical_json_string_for_signing, verify_canonical_json_bytes};
-use std::collections::HashMap;
-
 use serde_json::{Map, Value};
 
 use crate::storage::SignatureRow;

@@ -79,7 +79,8 @@ impl LocalContentStore {
 /// returns, its writeback started as it grows so that the final sync is short.
 struct LocalWriter {
     chunks: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    done: tokio::task::JoinHandle<io::Result<String>>,
+    /// The thread; taken by `finish` (a write error, then `abort`, finish twice).
+    done: Option<tokio::task::JoinHandle<io::Result<String>>>,
     /// Set when the content will not be kept: the thread then skips the sync.
     dropped: Arc<AtomicBool>,
     tmp_path: PathBuf,
@@ -134,13 +135,22 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 impl LocalWriter {
+    /// Starts the writing thread for `file`, to be filed under `content_root`.
+    fn start(file: std::fs::File, tmp_path: PathBuf, content_root: PathBuf) -> Self {
+        let (chunks, queue) = tokio::sync::mpsc::channel(QUEUED_CHUNKS);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let done = {
+            let dropped = dropped.clone();
+            tokio::task::spawn_blocking(move || write_chunks(file, queue, &dropped))
+        };
+        Self { chunks: Some(chunks), done: Some(done), dropped, tmp_path, content_root, len: 0 }
+    }
+
     /// The writing thread's outcome, once every chunk is handed over.
     async fn finish(&mut self) -> io::Result<String> {
         self.chunks = None;
-        match (&mut self.done).await {
-            Ok(result) => result,
-            Err(e) => Err(io::Error::other(e)),
-        }
+        let Some(done) = self.done.take() else { return Err(io::Error::other("the upload's writer has finished")) };
+        done.await.unwrap_or_else(|e| Err(io::Error::other(e)))
     }
 }
 
@@ -207,20 +217,7 @@ impl ContentStore for LocalContentStore {
         };
         let tmp_path = self.root.join("tmp").join(name);
         let file = tokio::fs::File::create(&tmp_path).await?.into_std().await;
-        let (chunks, queue) = tokio::sync::mpsc::channel(QUEUED_CHUNKS);
-        let dropped = Arc::new(AtomicBool::new(false));
-        let done = {
-            let dropped = dropped.clone();
-            tokio::task::spawn_blocking(move || write_chunks(file, queue, &dropped))
-        };
-        Ok(Box::new(LocalWriter {
-            chunks: Some(chunks),
-            done,
-            dropped,
-            tmp_path,
-            content_root: self.root.join("content"),
-            len: 0,
-        }))
+        Ok(Box::new(LocalWriter::start(file, tmp_path, self.root.join("content"))))
     }
 
     async fn stream(&self, sha256: &str, offset: u64, len: u64) -> io::Result<Option<ByteStream>> {
@@ -305,6 +302,27 @@ mod tests {
         let left = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
         assert_eq!(left, 0, "an aborted upload leaves no file");
         assert_eq!(walk(&dir.path().join("content")), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_error_is_reported_and_the_upload_can_still_be_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp_path = dir.path().join("upload");
+        std::fs::write(&tmp_path, b"").unwrap();
+        // Opened read-only: the writing thread's first write fails.
+        let file = std::fs::File::open(&tmp_path).unwrap();
+        let mut writer: Box<dyn ContentWriter> =
+            Box::new(LocalWriter::start(file, tmp_path.clone(), dir.path().join("content")));
+        let mut failed = None;
+        for _ in 0..QUEUED_CHUNKS * 4 {
+            if let Err(e) = writer.write(Bytes::from_static(b"bytes")).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        assert!(failed.is_some(), "the thread's write error reaches the caller");
+        writer.abort().await;
+        assert!(!tmp_path.exists(), "an aborted upload leaves no file");
     }
 
     fn walk(dir: &std::path::Path) -> usize {
