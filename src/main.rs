@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     if cli.generate_config {
         print!("{}", kith::config::EXAMPLE);
@@ -61,3 +62,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Transparent huge pages make every touched 2 MiB of heap resident in full.
+/// mimalloc asks for them on its arenas (MADV_HUGEPAGE; built with `no_thp` it
+/// does not) and a system set to `always` gives them anyway; Kith's heap is a
+/// few MiB of small objects spread over those regions. Measured on a 2-core VM
+/// (PostgreSQL): a fresh server 25 -> 18.5 MiB resident, 16 senders over 10
+/// rooms for 20 s 85 -> 51 MiB. Disabling them for this process only (children
+/// inherit it; Kith starts none) leaves the system's setting alone.
+#[cfg(target_os = "linux")]
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments and touches no memory of ours.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
