@@ -3,7 +3,7 @@
 //! every room's graph stays linear and valid.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ruma::room_version_rules::RoomVersionRules;
@@ -30,6 +30,11 @@ const MAX_EVENTS_PER_BATCH: usize = 64;
 const MAX_BATCHES_IN_FLIGHT: usize = 2;
 /// Batches a room's writer prepares before it lets others take the head.
 const MAX_BATCHES_PER_TURN: usize = 32;
+/// Rooms whose writers (current state, push context) are kept in memory when
+/// idle (every room ever written to used to keep one).
+const MAX_HEADS: usize = 1_000;
+/// Generations reserved for each writer (see `Timeline::next_generations`).
+const GENERATIONS_PER_WRITER: u64 = 1 << 32;
 /// State changes a room's writer remembers, to store new snapshots as deltas cheaply.
 const RECENT_CHANGES: usize = 4096;
 /// Most prev_events one event names (the spec allows 20).
@@ -111,12 +116,14 @@ struct RoomWriter {
     queue: Mutex<Vec<Request>>,
     /// Changes whenever the head is read again after a failed batch: the group
     /// commit refuses the batches that were built on the failed one.
-    generation: std::sync::atomic::AtomicU64,
+    generation: AtomicU64,
     /// Whether a task is (about to be) writing the queue: appends spawn one only
     /// when none is. One task per append used to pile up under steady load,
     /// each waiting its turn at the head to find the queue already written
     /// (~9,000 tasks alive after 15 s of 16 senders).
     draining: AtomicBool,
+    /// `Timeline::head_uses` when it was last asked for.
+    last_used: AtomicU64,
 }
 
 impl RoomWriter {
@@ -126,6 +133,20 @@ impl RoomWriter {
 
     fn has_queued(&self) -> bool {
         !self.queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+/// Drops the least recently used quarter of the writers nobody holds (a
+/// writer held by no one has no queued appends, no task and no reader).
+fn evict_idle_writers(heads: &mut HashMap<String, Arc<RoomWriter>>) {
+    let mut idle: Vec<(u64, String)> = heads
+        .iter()
+        .filter(|(_, writer)| Arc::strong_count(writer) == 1)
+        .map(|(room_id, writer)| (writer.last_used.load(Ordering::Relaxed), room_id.clone()))
+        .collect();
+    idle.sort_unstable();
+    for (_, room_id) in idle.into_iter().take(MAX_HEADS / 4) {
+        heads.remove(&room_id);
     }
 }
 
@@ -204,9 +225,17 @@ pub struct Timeline {
     state: Arc<StateStore>,
     signing_key: Arc<SigningKey>,
     server_name: String,
-    /// One writer lock per room, created on first use and never evicted, so that
-    /// two writers can never exist for one room.
+    /// One writer per room, created on first use. Beyond `MAX_HEADS` the least
+    /// recently used writers that nobody holds are dropped (their rooms' heads
+    /// are read again when next written to); one that anybody holds is kept,
+    /// so that two writers can never exist for one room.
     heads: Mutex<HashMap<String, Arc<RoomWriter>>>,
+    /// Counts `writer` calls: each writer's last use, for evicting idle ones.
+    head_uses: AtomicU64,
+    /// The first generation of the next writer: a room's new writer never
+    /// reuses the generations of one dropped before it (the group commit
+    /// remembers the generation a room's write failed in).
+    next_generations: AtomicU64,
     /// Stores the events of all rooms' writers, several per transaction under load.
     commits: GroupCommit,
     ids: super::ids::IdAllocator,
@@ -254,6 +283,8 @@ impl Timeline {
             signing_key,
             server_name,
             heads: Mutex::new(HashMap::new()),
+            head_uses: AtomicU64::new(0),
+            next_generations: AtomicU64::new(0),
             commits: GroupCommit::start(storage.clone()),
             ids,
             events: moka::future::Cache::builder()
@@ -335,8 +366,22 @@ impl Timeline {
     }
 
     fn writer(&self, room_id: &str) -> Arc<RoomWriter> {
+        let used = self.head_uses.fetch_add(1, Ordering::Relaxed);
         let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
-        heads.entry(room_id.to_owned()).or_default().clone()
+        if let Some(writer) = heads.get(room_id) {
+            writer.last_used.store(used, Ordering::Relaxed);
+            return writer.clone();
+        }
+        if heads.len() >= MAX_HEADS {
+            evict_idle_writers(&mut heads);
+        }
+        let writer = Arc::new(RoomWriter {
+            generation: AtomicU64::new(self.next_generations.fetch_add(GENERATIONS_PER_WRITER, Ordering::Relaxed)),
+            last_used: AtomicU64::new(used),
+            ..RoomWriter::default()
+        });
+        heads.insert(room_id.to_owned(), writer.clone());
+        writer
     }
 
     /// A stored event parsed as a PDU, cached (events never change but by redaction,
@@ -1019,4 +1064,34 @@ fn searchable<'a>(kind: &str, content: &'a Value) -> Option<(&'static str, &'a s
         _ => return None,
     };
     Some((key, content.get(field)?.as_str()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_writers_are_evicted_least_recently_used_first_and_held_ones_kept() {
+        let mut heads: HashMap<String, Arc<RoomWriter>> = HashMap::new();
+        let mut held = Vec::new();
+        for i in 0..MAX_HEADS {
+            let writer = Arc::new(RoomWriter { last_used: AtomicU64::new(i as u64), ..RoomWriter::default() });
+            // The oldest ten are in use (a queued append, a writing task).
+            if i < 10 {
+                held.push(writer.clone());
+            }
+            heads.insert(format!("!{i}:x"), writer);
+        }
+        evict_idle_writers(&mut heads);
+        assert_eq!(heads.len(), MAX_HEADS - MAX_HEADS / 4);
+        for i in 0..10 {
+            assert!(heads.contains_key(&format!("!{i}:x")), "held writer {i} was dropped");
+        }
+        // Next the least recently used of the idle ones went.
+        for i in 10..10 + MAX_HEADS / 4 {
+            assert!(!heads.contains_key(&format!("!{i}:x")), "writer {i} kept");
+        }
+        assert!(heads.contains_key(&format!("!{}:x", 10 + MAX_HEADS / 4)));
+        drop(held);
+    }
 }
