@@ -109,7 +109,7 @@ fn current_params() -> Params {
 }
 
 /// A PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) for `password`.
-fn hash_now(password: &[u8], salt: &SaltString) -> std::result::Result<String, Error> {
+fn hash_now(password: &[u8], salt: &SaltString) -> Result<String> {
     let params = current_params();
     let mut salt_bytes = [0u8; 64];
     let salt_bytes = salt.as_salt().decode_b64(&mut salt_bytes).map_err(Error::internal)?;

@@ -565,7 +565,7 @@ impl MediaService {
             tokio::task::spawn_blocking(move || thumbnail::probe(&bytes, max).ok()).await.ok().flatten()
         };
         let Some(probe) = probe else { return Ok(()) };
-        let sha256 = store::put_bytes(&*self.store, &image.bytes).await.map_err(Error::internal)?;
+        let sha256 = store::put_bytes(&*self.store, image.bytes.clone()).await.map_err(Error::internal)?;
         let media_id = new_media_id();
         let content_type = image.content_type.as_deref().map(|t| t.split(';').next().unwrap_or(t).trim().to_owned());
         let content = UploadedContent {
@@ -619,7 +619,8 @@ async fn save_thumbnail(
     key: ThumbnailKey,
     thumb: thumbnail::Thumbnail,
 ) -> Result<ThumbnailRecord> {
-    let sha256 = store::put_bytes(store, &thumb.bytes).await.map_err(Error::internal)?;
+    let size = thumb.bytes.len() as i64;
+    let sha256 = store::put_bytes(store, Bytes::from(thumb.bytes)).await.map_err(Error::internal)?;
     let record = ThumbnailRecord {
         media_id: media_id.to_owned(),
         width: i64::from(key.width),
@@ -627,7 +628,7 @@ async fn save_thumbnail(
         method: key.method.as_str().to_owned(),
         animated: key.animated,
         sha256,
-        size: thumb.bytes.len() as i64,
+        size,
         content_type: thumb.content_type.to_owned(),
     };
     storage.put_thumbnail(&record).await?;

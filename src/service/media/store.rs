@@ -40,9 +40,9 @@ pub trait ContentStore: Send + Sync {
 }
 
 /// Stores `bytes` (a thumbnail, a fetched image) and returns its hash.
-pub async fn put_bytes(store: &dyn ContentStore, bytes: &[u8]) -> io::Result<String> {
+pub async fn put_bytes(store: &dyn ContentStore, bytes: Bytes) -> io::Result<String> {
     let mut writer = store.writer().await?;
-    writer.write(Bytes::copy_from_slice(bytes)).await?;
+    writer.write(bytes).await?;
     writer.commit().await
 }
 
@@ -264,8 +264,8 @@ mod tests {
     async fn identical_content_is_stored_once_and_ranges_stream() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalContentStore::open(dir.path().to_path_buf()).unwrap();
-        let a = put_bytes(&store, b"hello world").await.unwrap();
-        let b = put_bytes(&store, b"hello world").await.unwrap();
+        let a = put_bytes(&store, Bytes::from_static(b"hello world")).await.unwrap();
+        let b = put_bytes(&store, Bytes::from_static(b"hello world")).await.unwrap();
         assert_eq!(a, b);
         assert_eq!(a, hex::encode(Sha256::digest(b"hello world")));
         let files = walk(&dir.path().join("content"));
