@@ -83,10 +83,16 @@ async fn connection(
     // is found by keepalive probes, and its held long-poll released.
     let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
-    let http2 = tokio::select! {
-        http2 = speaks_http2(&tcp) => http2,
-        () = stopped(&mut stop) => return,
-    };
+    // Boxed: this step is over before the first request, and its size would
+    // otherwise stay in every connection's task for the connection's life.
+    let http2 = Box::pin(async {
+        tokio::select! {
+            http2 = speaks_http2(&tcp) => Some(http2),
+            () = stopped(&mut stop) => None,
+        }
+    })
+    .await;
+    let Some(http2) = http2 else { return };
     if !http2 {
         return http1::serve(tcp, remote, router, stop, settings).await;
     }

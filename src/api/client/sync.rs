@@ -54,7 +54,7 @@ async fn sync_handler(
         since,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state,
-        filter,
+        filter: Box::new(filter),
         set_presence,
     };
     Ok(axum::Json(sync::sync(services, &auth.requester.user_id, request).await?))
