@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             tower::ServiceBuilder::new()
                 .layer(cors())
-                .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::observe))
+                .layer(metrics::ObserveLayer(state.metrics.clone()))
                 .layer(DefaultBodyLimit::max(body_limit))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(tower::layer::layer_fn(RefuseEncodedNul)),

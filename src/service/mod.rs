@@ -47,6 +47,8 @@ pub struct Services {
     pub presence: Arc<presence::Presence>,
     /// Membership events each device was sent by lazy-loading syncs.
     pub lazy_members: sync::LazyMembers,
+    /// Bounds the /sync responses being built at once (see `sync::BuildLimit`).
+    pub sync_builds: sync::BuildLimit,
     pub media: media::MediaService,
     pub push: push::Push,
 }
@@ -87,6 +89,7 @@ impl Services {
             e2ee,
             presence,
             lazy_members: sync::LazyMembers::default(),
+            sync_builds: sync::BuildLimit::new(crate::cores()),
             registration: registration::Registration::new(config.clone(), storage.clone()),
             account_data,
             ephemeral,

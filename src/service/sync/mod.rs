@@ -51,6 +51,29 @@ pub struct SyncRequest {
     pub set_presence: Option<crate::service::presence::State>,
 }
 
+/// How many /sync responses are built at once. One event in a large room wakes
+/// every member's long-poll together; each response being built holds its
+/// working memory (its rooms' futures, events, the JSON) while it waits for the
+/// database or the CPU, so building all of them at once multiplied the memory by
+/// the room's size without finishing any sooner on a few cores. The rest wait
+/// their turn in order (a semaphore is fair), holding only their request.
+pub struct BuildLimit(tokio::sync::Semaphore);
+
+/// Responses built at once per core: enough to keep the cores busy while some
+/// builds wait on the database.
+const BUILDS_PER_CORE: u32 = 8;
+
+impl BuildLimit {
+    pub fn new(cores: u32) -> Self {
+        Self(tokio::sync::Semaphore::new((cores.max(1) * BUILDS_PER_CORE) as usize))
+    }
+
+    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore is never closed.
+        self.0.acquire().await.expect("the sync build semaphore is never closed")
+    }
+}
+
 pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> Result<Value> {
     // The steps before and after the wait are boxed: a future is as large as
     // its largest step, and a long-poll would hold that space while it waits.
@@ -72,7 +95,11 @@ pub async fn sync(services: &Services, user_id: &str, request: SyncRequest) -> R
 
         let now = current_token(services).max(since.unwrap_or_default());
         if since.is_none_or(|s| s.is_behind(&now)) || request.full_state {
-            let (response, empty) = Box::pin(build(services, user_id, since, now, &request)).await?;
+            let (response, empty) = Box::pin(async {
+                let _turn = services.sync_builds.turn().await;
+                build(services, user_id, since, now, &request).await
+            })
+            .await?;
             if !empty || since.is_none() || request.full_state {
                 return Ok(response);
             }
@@ -626,5 +653,15 @@ mod tests {
         assert!(size < 900, "a waiting sync's future is {size} bytes");
         let size = std::mem::size_of::<SyncRequest>();
         assert!(size < 200, "SyncRequest is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn builds_beyond_the_limit_wait_for_a_turn() {
+        let limit = BuildLimit::new(1);
+        let held: Vec<_> = futures_util::future::join_all((0..BUILDS_PER_CORE).map(|_| limit.turn())).await;
+        let mut next = std::pin::pin!(limit.turn());
+        assert!(futures_util::poll!(next.as_mut()).is_pending(), "a build past the limit started");
+        drop(held);
+        assert!(futures_util::poll!(next.as_mut()).is_ready(), "a released turn was not handed on");
     }
 }
