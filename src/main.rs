@@ -20,11 +20,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// mimalloc (v3, the crate's default) gives pages that became free back to the
 /// OS only a second later, and only when a later allocation or free gets round
-/// to it: memory freed as a
-/// burst of work ended (the responses of an initial sync, a fan-out) stayed
-/// resident while the server idled. Purging at once measured 35 -> 30 MiB
-/// after initial syncs of 50 rooms, CPU per event of sends the same within
-/// this machine's spread (README). `MIMALLOC_PURGE_DELAY` still overrides it.
+/// to it: what a burst of work freed (an initial sync's responses, a fan-out)
+/// stayed resident while the server idled. Purging at once measured 36.5 ->
+/// 31.8 MiB after initial syncs of 50 rooms, CPU per request and per event the
+/// same within this machine's spread (README). `MIMALLOC_PURGE_DELAY` still
+/// overrides it.
 #[cfg(not(feature = "system-alloc"))]
 fn return_freed_pages_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
